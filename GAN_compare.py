@@ -1,0 +1,113 @@
+"""Precision check (the guide's section 6.2): offline outputs against the online PyTorch outputs of the same latents.
+
+    python GAN_compare.py --online_path=images --offline_path=out
+
+Pairs every online images/<i>.bin with offline output i (msame or ais_bench naming; TXT, BIN or NPY; the
+newest run folder under --offline_path), prints per-batch and overall max absolute error, mean absolute
+error and cosine similarity, then one PASS/FAIL line against the tolerance preset:
+  fp32  max abs <= 1e-4, cosine >= 0.99999  (ONNX Runtime, or an .om built with --precision_mode must_keep_origin_dtype)
+  fp16  max abs <= 2e-2, cosine >= 0.999    (an .om built with atc's default force_fp16)
+  int8  max abs <= 6e-2, cosine >= 0.999    (GAN_pth2onnx.py --quantize int8 on ONNX Runtime)
+Exits 1 on FAIL or when a batch is missing on either side. Also saves a picture of the first batch:
+online | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gan_io import (InputError, atomic_path, find_run_folder, grid_array, list_output_files, numbered_files, read_bin,
+                    read_output, run_main, IMG_SIZE)
+
+TOLERANCES = {  # name: (max abs error, min cosine similarity)
+    "fp32": (1e-4, 0.99999),
+    "fp16": (2e-2, 0.999),
+    "int8": (6e-2, 0.999),
+}
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("--online_path", default="images", help="folder of the online outputs <i>.bin (default: images)")
+    parser.add_argument("--offline_path", default="out", help="offline output root or run folder (default: out)")
+    parser.add_argument("--tolerance", choices=sorted(TOLERANCES), default="fp32", help="tolerance preset (default: fp32)")
+    parser.add_argument("--diff_image", default="compare_first_batch.png",
+                        help="picture of the first batch: online | offline | difference (default: compare_first_batch.png)")
+    parser.add_argument("--quiet", action="store_true", help="print only the overall line and the verdict")
+    return parser
+
+
+def pair_batches(online_path, offline_path):
+    """(run folder, [(i, online path, offline path)]): every batch on both sides, or an error naming the missing ones."""
+    online = numbered_files(online_path, ".bin") if Path(online_path).is_dir() else None
+    if not online:
+        raise InputError(f"{online_path}: no online outputs <i>.bin (made by GAN_testdata.py)")
+    run_dir = find_run_folder(offline_path)
+    offline = list_output_files(run_dir)
+    only_online, only_offline = sorted(set(online) - set(offline)), sorted(set(offline) - set(online))
+    if only_online or only_offline:
+        parts = []
+        if only_online:
+            parts.append(f"batches {_ranges(only_online)} are in {online_path} but missing from {run_dir}")
+        if only_offline:
+            parts.append(f"batches {_ranges(only_offline)} are in {run_dir} but missing from {online_path}")
+        raise InputError("; ".join(parts))
+    return run_dir, [(i, online[i], offline[i]) for i in sorted(online)]
+
+
+def _ranges(indexes, limit=6):
+    shown = ", ".join(map(str, indexes[:limit]))
+    return shown + (f" and {len(indexes) - limit} more" if len(indexes) > limit else "")
+
+
+def save_diff_picture(online, offline, path):
+    """online | offline | |difference| magnified so that its largest value is white, 8 pixels apart; returns the factor."""
+    from PIL import Image
+
+    diff = np.abs(online - offline)
+    largest = max(float(diff.max()), 1e-12)
+    panels = [grid_array(online), grid_array(offline), grid_array(diff, value_range=(0.0, largest))]
+    gap = np.zeros((panels[0].shape[0], 8, 3), np.uint8)
+    picture = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+    return 1.0 / largest
+
+
+def main(args):
+    started = time.perf_counter()
+    max_abs_limit, cosine_limit = TOLERANCES[args.tolerance]
+    run_dir, pairs = pair_batches(args.online_path, args.offline_path)
+    worst, abs_sum, count, dot, norm_on, norm_off = 0.0, 0.0, 0, 0.0, 0.0, 0.0
+    picture_note = ""
+    if not args.quiet:
+        print(f"{'batch':>6} {'images':>6} {'max_abs':>10} {'mean_abs':>10} {'cosine':>10}")
+    for n, (i, online_file, offline_file) in enumerate(pairs):
+        online = read_bin(online_file, IMG_SIZE, "online output").astype(np.float64).ravel()
+        offline = read_output(offline_file).astype(np.float64).ravel()
+        if online.size != offline.size:
+            raise InputError(f"{offline_file}: {offline.size // IMG_SIZE} images, but {online_file} has {online.size // IMG_SIZE}")
+        diff = np.abs(online - offline)
+        b_dot, b_on, b_off = float(online @ offline), float(online @ online), float(offline @ offline)
+        b_max = float(diff.max())
+        if not args.quiet:
+            print(f"{i:>6} {online.size // IMG_SIZE:>6} {b_max:>10.3e} {diff.mean():>10.3e} {b_dot / np.sqrt(b_on * b_off):>10.7f}")
+        worst, abs_sum, count = max(worst, b_max), abs_sum + float(diff.sum()), count + diff.size
+        dot, norm_on, norm_off = dot + b_dot, norm_on + b_on, norm_off + b_off
+        if n == 0 and args.diff_image:
+            factor = save_diff_picture(online.reshape(-1, 1, 28, 28), offline.reshape(-1, 1, 28, 28), args.diff_image)
+            picture_note = f"; batch {i} pictured in {args.diff_image} (difference magnified x{factor:.3g})"
+    cosine = dot / np.sqrt(norm_on * norm_off)
+    print(f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {abs_sum / count:.3e}, "
+          f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)")
+    passed = worst <= max_abs_limit and cosine >= cosine_limit
+    print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance (max_abs <= {max_abs_limit:g}, cosine >= {cosine_limit:g})"
+          + picture_note)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, get_args_parser()))

@@ -1,0 +1,143 @@
+"""Export the generator to ONNX (input `Z` (batch, 100), output `generateimg` (batch, 1, 28, 28), dynamic batch).
+
+    python GAN_pth2onnx.py --input_file=weights/generator_mnist.pth --output_file=GAN.onnx
+
+Opset 11 by default: atc of CANN 5.x accepts opset 9 to 13. Before export, each BatchNorm1d (eval mode)
+is folded into the Linear before it and the final reshape gets a constant shape, which leaves a graph of
+Gemm / LeakyRelu / Tanh / Reshape that atc and ONNX Runtime both run well; --no_fold exports the layers as
+they are. The exported model is checked with onnx.checker and then run on ONNX Runtime against PyTorch
+at batch 1, 16 and 64: a difference above --max_diff fails the export and removes the file.
+"""
+import argparse
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from gan_io import IMG_SHAPE, LATENT_DIM, InputError, atomic_path, ensure_dir, run_main
+from models import load_generator
+
+CHECK_BATCHES = (1, 16, 64)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--input_file", required=True, help="generator checkpoint (.pth)")
+    parser.add_argument("--output_file", default="GAN.onnx", help="ONNX model to write")
+    parser.add_argument("--opset", type=int, default=11, help="ONNX opset (atc of CANN 5.x/6.x accepts 9..13)")
+    parser.add_argument("--no_fold", action="store_true", help="export BatchNorm layers as they are, without folding")
+    parser.add_argument("--max_diff", type=float, default=1e-4, help="largest ONNX Runtime vs PyTorch difference accepted")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none",
+                        help="int8: also write an ONNX Runtime dynamically quantized model (CPU only, not for atc)")
+    parser.add_argument("--int8_file", default=None, help="int8 model to write (default: <output_file stem>_int8.onnx)")
+    return parser
+
+
+class FoldedGenerator(nn.Module):
+    """The same function as an eval-mode Generator, with BatchNorm folded into the preceding Linear."""
+
+    def __init__(self, generator):
+        super().__init__()
+        layers, pending = [], None
+        for layer in generator.model:
+            if isinstance(layer, nn.BatchNorm1d):
+                scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+                fused = nn.Linear(pending.in_features, pending.out_features)
+                fused.weight.data = pending.weight * scale[:, None]
+                fused.bias.data = (pending.bias - layer.running_mean) * scale + layer.bias
+                layers[-1] = fused
+            else:
+                layers.append(layer)
+            pending = layer if isinstance(layer, nn.Linear) else None
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z):
+        # A constant target shape exports as one Reshape instead of Shape/Gather/Concat/Reshape.
+        return self.model(z).reshape(-1, *IMG_SHAPE)
+
+
+def export_onnx(generator, path, opset, fold=True):
+    module = FoldedGenerator(generator).eval() if fold else generator.eval()
+    with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # opset 11 needs the TorchScript exporter
+        torch.onnx.export(module, torch.randn(16, LATENT_DIM), str(tmp), input_names=["Z"], output_names=["generateimg"],
+                          dynamic_axes={"Z": {0: "batch"}, "generateimg": {0: "batch"}}, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+        _declare_output_shape(tmp)
+
+
+def _declare_output_shape(path):
+    """The exporter leaves the output's (1, 28, 28) symbolic after a Reshape; write the known sizes in."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims[1:], IMG_SHAPE):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.save(model, str(path))
+
+
+def compare_with_pytorch(generator, onnx_path, batches=CHECK_BATCHES, seed=0):
+    """{batch: (max abs difference, cosine similarity)} of ONNX Runtime against PyTorch on the same latents."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    results = {}
+    for batch in batches:
+        z = rng.standard_normal((batch, LATENT_DIM), dtype=np.float32)
+        with torch.inference_mode():
+            expected = generator(torch.from_numpy(z)).numpy().astype(np.float64)
+        got = session.run(["generateimg"], {"Z": z})[0].astype(np.float64)
+        cosine = float((expected * got).sum() / (np.linalg.norm(expected) * np.linalg.norm(got)))
+        results[batch] = (float(np.abs(expected - got).max()), cosine)
+    return results
+
+
+def quantize_int8(onnx_path, int8_path):
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process applies to static quantization
+    with atomic_path(int8_path) as tmp:
+        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def main(args):
+    import onnx
+
+    if not 7 <= args.opset <= 20:
+        raise InputError(f"--opset {args.opset}: expected 7..20 (atc of CANN 5.x/6.x accepts 9..13)")
+    output = Path(args.output_file)
+    ensure_dir(output.parent if str(output.parent) else Path("."))
+    generator = load_generator(args.input_file)
+    export_onnx(generator, output, args.opset, fold=not args.no_fold)
+    try:
+        onnx.checker.check_model(onnx.load(str(output)), full_check=True)
+        worst = 0.0
+        for batch, (diff, cosine) in compare_with_pytorch(generator, output).items():
+            print(f"batch {batch:3d}: max |onnxruntime - pytorch| = {diff:.3e}")
+            worst = max(worst, diff)
+        if worst > args.max_diff:
+            raise InputError(f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}; removed it")
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if not args.no_fold else 'unfolded'}, "
+          f"{os.path.getsize(output) / 1e6:.1f} MB)")
+
+    if args.quantize == "int8":
+        int8_path = Path(args.int8_file or output.with_name(output.stem + "_int8.onnx"))
+        quantize_int8(output, int8_path)
+        for batch, (diff, cosine) in compare_with_pytorch(generator, int8_path).items():
+            print(f"int8 batch {batch:3d}: max |int8 - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
+        print(f"wrote {int8_path} ({os.path.getsize(int8_path) / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

@@ -1,0 +1,63 @@
+"""Make the test data: latent vectors for the offline step and the online (PyTorch) results for the same vectors.
+
+    python GAN_testdata.py --online_path=images --offline_path=vectors --pth_path=weights/generator_mnist.pth --iters 100 --batch_size 64
+
+For each batch i: vectors/<i>.bin (float32 (batch, 100), N(0, 1)), images/<i>.bin (the raw online output,
+float32 (batch, 1, 28, 28)) and images/<i>.jpg (its grid, laid out as torchvision's save_image(normalize=True)).
+The same --seed gives byte-identical .bin files; batch i is drawn from its own seeded stream, so any
+batch can be regenerated alone. Files are written one batch at a time, each under a temporary name first.
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from gan_io import LATENT_DIM, InputError, ensure_dir, numbered_files, positive_int, progress, run_main, save_grid, write_bin
+from models import load_generator
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--online_path", default="images", help="folder for the online results <i>.bin and <i>.jpg")
+    parser.add_argument("--offline_path", default="vectors", help="folder for the latent vectors <i>.bin")
+    parser.add_argument("--pth_path", required=True, help="generator checkpoint (.pth)")
+    parser.add_argument("--iters", type=positive_int, default=1, help="number of batches")
+    parser.add_argument("--batch_size", type=positive_int, default=1, help="latent vectors per batch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
+    parser.add_argument("--no_jpg", action="store_true", help="skip the online JPEG grids (raw outputs only)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def latent_batch(seed, index, batch_size):
+    """Batch `index` of the latent vectors: its own stream of a SeedSequence, so batches are independent."""
+    rng = np.random.default_rng([seed, index])
+    return rng.standard_normal((batch_size, LATENT_DIM), dtype=np.float32)
+
+
+def main(args):
+    generator = load_generator(args.pth_path)
+    online_dir = ensure_dir(args.online_path, "online folder")
+    offline_dir = ensure_dir(args.offline_path, "offline folder")
+    for folder in (online_dir, offline_dir):
+        # Batches left from a larger earlier run would be run offline and compared as if they were this run's.
+        stale = sorted(i for i in numbered_files(folder, ".bin") if i >= args.iters)
+        if stale:
+            raise InputError(f"{folder}: holds batches {stale[0]}..{stale[-1]} of an earlier run beyond --iters "
+                             f"{args.iters}: use an empty folder or remove them")
+    started = time.perf_counter()
+    for i in progress(range(args.iters), args.quiet, desc="test data"):
+        z = latent_batch(args.seed, i, args.batch_size)
+        with torch.inference_mode():
+            images = generator(torch.from_numpy(z)).numpy()
+        write_bin(offline_dir / f"{i}.bin", z)
+        write_bin(online_dir / f"{i}.bin", images)
+        if not args.no_jpg:
+            save_grid(images, online_dir / f"{i}.jpg")
+    print(f"wrote {args.iters} batches of {args.batch_size}: latents in {offline_dir}/, online outputs (.bin"
+          f"{'' if args.no_jpg else ', .jpg'}) in {online_dir}/ ({time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

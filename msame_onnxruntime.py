@@ -1,0 +1,220 @@
+"""msame's interface, output layout and log lines, on ONNX Runtime: the offline step on a host with no Ascend NPU.
+
+    python msame_onnxruntime.py --model GAN.onnx --input vectors --output out --outfmt TXT
+
+Folder mode (--input is a folder): every non-hidden file of the folder, in sorted name order, is one batch;
+its output goes to <output>/<run folder>/<name without extension>_output_0.txt|.bin. File mode (--input
+names a .bin file): that file is run --loop times and its output written once, named after the model, as
+msame does. The TXT format is msame's (6 significant digits, a space after every value, a newline after
+every row of 28 values); BIN is raw float32. Only the model execution is timed, as msame times
+aclmdlExecute. --device 0,1,... runs one worker process per listed device over its share of the files and
+gathers every output into one run folder. Needs numpy and onnxruntime only.
+"""
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from gan_io import InputError, ensure_dir, format_msame_txt, run_main, write_bytes_atomic
+
+RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", required=True, help="ONNX model (GAN.onnx)")
+    parser.add_argument("--input", required=True, help="folder of input .bin files (folder mode) or one .bin file (file mode)")
+    parser.add_argument("--output", required=True, help="output root; each run writes into a new run folder under it")
+    parser.add_argument("--outfmt", type=str.upper, choices=["TXT", "BIN"], default="BIN", help="output file format")
+    parser.add_argument("--loop", type=int, default=1, help="executions in file mode, 1..100 (ignored in folder mode, as in msame)")
+    parser.add_argument("--device", type=parse_devices, default=[0],
+                        help="device id, or a comma-separated list: one worker process per device, files split between them")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per worker (0: cores / workers)")
+    return parser
+
+
+def parse_devices(text):
+    try:
+        devices = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a device id or a comma-separated list such as 0,1,2,3, got {text!r}") from None
+    if any(not 0 <= d <= 255 for d in devices) or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"expected distinct device ids in 0..255, got {text!r}")
+    return devices
+
+
+def open_session(model_path, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for a bad file
+        raise InputError(f"{model_path}: not a loadable ONNX model ({str(err).splitlines()[0][:160]})") from None
+
+
+def model_signature(session, model_path):
+    """(input name, features per row, fixed batch or None) of a single-input model."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
+        raise InputError(f"{model_path}: expected one input of shape (batch, features), found "
+                         f"{[(i.name, i.shape) for i in inputs]}")
+    batch = inputs[0].shape[0]
+    return inputs[0].name, inputs[0].shape[1], batch if isinstance(batch, int) else None
+
+
+def check_input(path, features, fixed_batch):
+    """Rows in an input file, refusing a size that is not a whole number of rows (or not the model's batch)."""
+    size = path.stat().st_size
+    row_bytes = features * 4
+    if size == 0 or size % row_bytes:
+        raise InputError(f"{path}: {size} bytes is not a whole number of rows of {features} float32 ({row_bytes} bytes each)")
+    rows = size // row_bytes
+    if fixed_batch is not None and rows != fixed_batch:
+        raise InputError(f"{path}: {rows} rows, but the model takes batches of exactly {fixed_batch}")
+    return rows
+
+
+def list_inputs(input_path):
+    """msame's folder mode: the non-hidden entries of the folder, sorted by name."""
+    folder = Path(input_path)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such input folder")
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{folder}: the input folder is empty (expected <i>.bin files from GAN_testdata.py)")
+    not_files = [p.name for p in files if not p.is_file()]
+    if not_files:
+        raise InputError(f"{folder}: expected only input files, found folder {not_files[0]}")
+    return files
+
+
+def new_run_folder(output_root):
+    """A new folder <output>/<YYYYmmdd_HHMMSS_microseconds>: names sort by time, an existing one is never reused."""
+    root = ensure_dir(output_root, "output folder")
+    while True:
+        run_dir = root / datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            time.sleep(1e-6)
+        except OSError as err:
+            raise InputError(f"cannot create run folder {run_dir}: {err.strerror}") from None
+
+
+def write_output(path, output, outfmt):
+    if outfmt == "TXT":
+        write_bytes_atomic(path, format_msame_txt(output).encode())
+    else:
+        write_bytes_atomic(path, np.ascontiguousarray(output, dtype=np.float32).tobytes())
+
+
+class Runner:
+    """One ONNX Runtime session that runs input files and times only the model execution."""
+
+    def __init__(self, model_path, threads):
+        self.session = open_session(model_path, threads)
+        self.input_name, self.features, self.fixed_batch = model_signature(self.session, model_path)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def execute(self, batch):
+        start = time.perf_counter()
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return outputs, (time.perf_counter() - start) * 1000.0
+
+    def run_files(self, files, run_dir, outfmt):
+        """Run each file once, write <stem>_output_<k>, print msame's per-file line; return the times in ms."""
+        times = []
+        suffix = ".txt" if outfmt == "TXT" else ".bin"
+        for path in files:
+            batch = np.fromfile(path, dtype=np.float32).reshape(-1, self.features)
+            outputs, ms = self.execute(batch)
+            times.append(ms)
+            print(f"Inference time: {ms:g}ms", flush=False)
+            stem = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+            for k, output in enumerate(outputs):
+                write_output(run_dir / f"{stem}_output_{k}{suffix}", output, outfmt)
+        sys.stdout.flush()
+        return times
+
+
+def _worker(model_path, threads, files, run_dir, outfmt):
+    """One device's share of a multi-device run, in its own process."""
+    return Runner(model_path, threads).run_files([Path(f) for f in files], Path(run_dir), outfmt)
+
+
+def print_averages(times, folder_mode, prefix=""):
+    """msame's average lines, with 6 decimals (msame's folder mode rounds to 0.01 ms, too coarse for this model)."""
+    print(f"{prefix}Inference average time{' :' if folder_mode else ':'} {np.mean(times):.6f} ms")
+    if len(times) > 1:
+        print(f"{prefix}Inference average time without first time: {np.mean(times[1:]):.6f} ms")
+
+
+def main(args):
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no such model file")
+    workers = len(args.device)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+    file_mode = ".bin" in args.input.split(",")[0]
+    runner = Runner(model_path, threads)
+    if file_mode:
+        files = [Path(args.input)]
+        if not files[0].is_file():
+            raise InputError(f"{files[0]}: no such input file")
+        if not 1 <= args.loop <= 100:
+            raise InputError(f"--loop {args.loop}: expected 1..100 (msame's range)")
+    else:
+        files = list_inputs(args.input)
+    rows = [check_input(p, runner.features, runner.fixed_batch) for p in files]
+    batch_sizes = sorted(set(rows))
+    run_dir = new_run_folder(args.output)
+
+    print(RUNNER_MARKER)
+    print(f"[INFO] model {model_path.name}, batch size {batch_sizes[0] if len(batch_sizes) == 1 else batch_sizes}, "
+          f"{len(files)} input file(s), {workers} worker(s) x {threads} thread(s)")
+    if file_mode:
+        batch = np.fromfile(files[0], dtype=np.float32).reshape(-1, runner.features)
+        times = []
+        for _ in range(args.loop):
+            outputs, ms = runner.execute(batch)
+            times.append(ms)
+            print(f"Inference time: {ms:g}ms")
+        suffix = ".txt" if args.outfmt == "TXT" else ".bin"
+        for k, output in enumerate(outputs):
+            write_output(run_dir / f"{model_path.stem}_output_{k}{suffix}", output, args.outfmt)
+        print_averages(times, folder_mode=False)
+    elif workers == 1:
+        times = runner.run_files(files, run_dir, args.outfmt)
+        print_averages(times, folder_mode=True)
+    else:
+        shares = [files[d::workers] for d in range(workers)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_worker, str(model_path), threads, [str(f) for f in share], str(run_dir), args.outfmt)
+                       for share in shares]
+            results = [f.result() for f in futures]
+        for device, share, times in zip(args.device, shares, results):
+            print(f"[INFO] device {device}: {len(share)} file(s)")
+            print_averages(times, folder_mode=True, prefix=f"[INFO] device {device}: ")
+        times = [t for r in results for t in r]
+        print(f"[INFO] card summary: {workers} devices, {len(times)} file(s)")
+        print_averages(times, folder_mode=True)
+    written = sum(1 for p in run_dir.iterdir() if not p.name.startswith("."))
+    expected = len(runner.output_names) * (1 if file_mode else len(files))
+    if written != expected:
+        raise InputError(f"{run_dir}: {written} output files for {expected} expected")
+    print(run_dir)
+    print(f"[INFO] pid: {os.getpid()} Execute sample success")
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

@@ -1,0 +1,209 @@
+"""Throughput from the logs of msame, ais_bench, trtexec and the ONNX Runtime runner (the guide's section 7).
+
+    python perf_calc.py --log GAN_bs64.log
+    python perf_calc.py --log msame_bs16.log --baseline trtexec_bs16.log
+
+throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each tool means:
+  msame      "Inference average time": one batch on one chip; chips 4 by default (a 310 card, the ModelZoo rule)
+  ais_bench  NPU_compute_time mean: one batch on one chip; chips 1 (or the devices of a multi-device run)
+  trtexec    GPU Compute mean (7.x block or 8.x-10.x "GPU Compute Time" line): one batch; chips 1
+  onnxruntime  this project's runner (msame's lines, more decimals); chips = its worker processes
+--chips overrides (a 310P has 1 chip). The batch comes from --batch_size, else from the log (a model name
+such as GAN_bs16.om, trtexec's --shapes, ais_bench's summary, the runner's own line). With --baseline, each
+log is compared with the baseline of the same batch: the ModelZoo rule asks for at least 0.5 x its fps.
+Needs only the Python standard library.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from gan_io import InputError, run_main
+
+KNOWN_FORMATS = ("msame (folder or file mode)", "ais_bench / ais_infer (printed summary or summary JSON)",
+                 "trtexec 7.x or 8.x-10.x", "this project's ONNX Runtime runner (msame_onnxruntime.py)")
+DEFAULT_CHIPS = {"msame": 4, "ais_bench": 1, "trtexec": 1, "onnxruntime": 1}
+RUNNER_MARKER = "ONNX Runtime runner with msame's interface"
+NUMBER = r"(\S+?)"
+
+MSAME_AVERAGE = re.compile(r"^(?:\[INFO\]\s*)?Inference average time(\s*):\s*" + NUMBER + r"\s*ms\s*$", re.M)
+MSAME_PER_RUN = re.compile(r"^Inference time:", re.M)
+AIS_NPU = re.compile(r"NPU_compute_time \(ms\):.*?\bmean = " + NUMBER + r",")
+AIS_THROUGHPUT = re.compile(r"throughput.*?:\s*([0-9.eE+-]+)\s*$", re.M)
+AIS_BATCH = re.compile(r"1000\*batchsize(?:\.mean)?\(([0-9.]+)\)")
+AIS_DEVICES = re.compile(r"device_(\d+) throughput:")
+TRT8_GPU = re.compile(r"GPU Compute Time: .*?mean = " + NUMBER + r" ms")
+TRT7_HEADER = re.compile(r"\]\s+GPU Compute\s*$", re.M)
+TRT7_MEAN = re.compile(r"\]\s+mean:\s+" + NUMBER + r" ms\s*$", re.M)
+TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
+MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
+RUNNER_BATCH = re.compile(r"batch size (\d+),.*?(\d+) worker\(s\)")
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--log", action="append", required=True, help="a tool's log (repeat for several)")
+    parser.add_argument("--batch_size", type=int, default=None, help="batch size of every --log (default: read from the log)")
+    parser.add_argument("--chips", type=int, default=None, help="chips per card (default: 4 for msame, else 1)")
+    parser.add_argument("--baseline", action="append", default=[], help="baseline log, e.g. trtexec on a T4 (repeatable)")
+    parser.add_argument("--baseline_batch_size", type=int, default=None, help="batch size of every --baseline")
+    parser.add_argument("--baseline_chips", type=int, default=None, help="chips of the baseline (default: by its tool)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _latency(path, text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{path}: latency {text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"{path}: latency {text} ms is not a positive number")
+    return value
+
+
+def parse_log(path):
+    """{tool, latency_ms, batch_size or None, chips or None} of one log, recognizing its format by itself."""
+    path = Path(path)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read log: {err.strerror}") from None
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        return _parse_ais_json(path, text)
+    if RUNNER_MARKER in text:
+        return _parse_msame_like(path, text, "onnxruntime")
+    if "NPU_compute_time" in text or "Performance Summary" in text:
+        return _parse_ais_text(path, text)
+    if "GPU Compute" in text:
+        return _parse_trtexec(path, text)
+    if "Inference average time" in text or MSAME_PER_RUN.search(text):
+        return _parse_msame_like(path, text, "msame")
+    raise InputError(f"{path}: no timing line of a known tool; known formats: {'; '.join(KNOWN_FORMATS)}")
+
+
+def _batch_from_names(text):
+    match = MODEL_BATCH.search(text)
+    return int(match.group(1)) if match else None
+
+
+def _parse_msame_like(path, text, tool):
+    averages = MSAME_AVERAGE.findall(text)
+    if not averages:
+        raise InputError(f"{path}: truncated {tool} log: per-run 'Inference time' lines but no 'Inference average time' line")
+    # The last average line is the whole run's (a card run prints each chip's first, with a prefix).
+    spacing, value = averages[-1]
+    result = {"tool": tool, "mode": "folder" if spacing else "file", "latency_ms": _latency(path, value),
+              "batch_size": _batch_from_names(text), "chips": None}
+    if tool == "onnxruntime":
+        match = RUNNER_BATCH.search(text)
+        if match:
+            result["batch_size"], result["chips"] = int(match.group(1)), int(match.group(2))
+    return result
+
+
+def _parse_ais_text(path, text):
+    means = AIS_NPU.findall(text)
+    if not means:
+        raise InputError(f"{path}: truncated ais_bench log: no 'NPU_compute_time (ms): ... mean = X,' line")
+    latencies = [_latency(path, m) for m in means]
+    batch = None
+    match = AIS_BATCH.search(text)
+    if match:
+        batch = round(float(match.group(1)))
+    else:
+        throughput = AIS_THROUGHPUT.search(text)
+        if throughput:  # 2022-06/07 wording carries no batch: recover it from its own formula
+            batch = round(float(throughput.group(1)) * latencies[0] / 1000)
+    devices = set(AIS_DEVICES.findall(text))
+    return {"tool": "ais_bench", "latency_ms": sum(latencies) / len(latencies),
+            "batch_size": batch or _batch_from_names(text), "chips": len(devices) or None}
+
+
+def _parse_ais_json(path, text):
+    try:
+        summary = json.loads(text)
+        mean = summary["NPU_compute_time"]["mean"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError(f"{path}: JSON but not an ais_bench summary (expected NPU_compute_time.mean); "
+                         f"known formats: {'; '.join(KNOWN_FORMATS)}") from None
+    latency = _latency(path, str(mean))
+    batch = None
+    argv = summary.get("args")
+    argv_text = " ".join(argv) if isinstance(argv, list) else str(argv or "")
+    match = re.search(r"--batchsize[= ](\d+)", argv_text)
+    if match:
+        batch = int(match.group(1))
+    elif isinstance(summary.get("throughput"), (int, float)):
+        batch = round(summary["throughput"] * latency / 1000)
+    return {"tool": "ais_bench", "latency_ms": latency, "batch_size": batch or _batch_from_names(argv_text), "chips": None}
+
+
+def _parse_trtexec(path, text):
+    match = TRT8_GPU.search(text)
+    if match:
+        version = "8+"
+        value = match.group(1)
+    else:
+        header = TRT7_HEADER.search(text)
+        mean = TRT7_MEAN.search(text, header.end()) if header else None
+        if not mean:
+            raise InputError(f"{path}: truncated trtexec log: 'GPU Compute' but no mean line after it")
+        version, value = "7", mean.group(1)
+    shapes = TRT_SHAPES.search(text)
+    batch = int(shapes.group(1)) if shapes else _batch_from_names(text)
+    return {"tool": "trtexec", "version": version, "latency_ms": _latency(path, value), "batch_size": batch, "chips": None}
+
+
+def throughput(path, batch_size=None, chips=None):
+    """The parsed log with batch_size, chips and fps filled in."""
+    result = dict(parse_log(path), log=str(path))
+    result["batch_size"] = batch_size or result["batch_size"]
+    if not result["batch_size"]:
+        raise InputError(f"{path}: no batch size in the log (no model name like GAN_bs16.om): pass --batch_size")
+    if result["batch_size"] <= 0:
+        raise InputError(f"{path}: batch size {result['batch_size']} is not positive")
+    result["chips"] = chips or result["chips"] or DEFAULT_CHIPS[result["tool"]]
+    result["fps"] = 1000.0 * result["batch_size"] * result["chips"] / result["latency_ms"]
+    return result
+
+
+def main(args):
+    for name in ("batch_size", "chips", "baseline_batch_size", "baseline_chips"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise InputError(f"--{name} {value}: expected a positive integer")
+    rows = [throughput(log, args.batch_size, args.chips) for log in args.log]
+    baselines = {}
+    for log in args.baseline:
+        base = throughput(log, args.baseline_batch_size, args.baseline_chips)
+        baselines[base["batch_size"]] = base
+    for row in rows:
+        base = baselines.get(row["batch_size"])
+        if base:
+            row["baseline_log"], row["baseline_fps"] = base["log"], base["fps"]
+            row["ratio"] = row["fps"] / base["fps"]
+            row["verdict"] = "PASS" if row["ratio"] >= 0.5 else "FAIL"
+        elif baselines:
+            row["verdict"] = f"no baseline at batch {row['batch_size']}"
+    if args.json:
+        print(json.dumps({"logs": rows, "baselines": list(baselines.values())}, indent=2))
+        return 0
+    print(f"{'log':<28} {'tool':<11} {'batch':>5} {'chips':>5} {'latency_ms':>11} {'fps':>14}")
+    for row in rows + list(baselines.values()):
+        print(f"{Path(row['log']).name[:28]:<28} {row['tool']:<11} {row['batch_size']:>5} {row['chips']:>5} "
+              f"{row['latency_ms']:>11.6g} {row['fps']:>14.3f}")
+    for row in rows:
+        if "ratio" in row:
+            print(f"{Path(row['log']).name}: {row['fps']:.3f} / {row['baseline_fps']:.3f} = {row['ratio']:.3f} x baseline "
+                  f"at batch {row['batch_size']}: {row['verdict']} (ModelZoo rule: >= 0.5)")
+        elif "verdict" in row:
+            print(f"{Path(row['log']).name}: {row['verdict']}")
+    return 1 if any(row.get("verdict") == "FAIL" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, get_args_parser()))

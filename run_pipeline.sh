@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The whole guide in one command on ONNX Runtime: export, test data, offline inference (TXT), JPEGs,
+# precision report, throughput. Each step is one of the scripts the README runs by hand.
+set -euo pipefail
+
+usage() {
+    cat >&2 <<USAGE
+usage: bash run_pipeline.sh [--pth X.pth] [--workdir DIR] [--iters 100] [--batch_size 64] [--seed 0] [--outfmt TXT|BIN]
+  --pth         generator weights (default: weights/generator_mnist.pth, bundled)
+  --workdir     a new or empty folder for every artefact (default: runs/<date>_<time>)
+USAGE
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=${PYTHON:-python3}
+pth=$here/weights/generator_mnist.pth
+workdir=""
+iters=100
+batch_size=64
+seed=0
+outfmt=TXT
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --pth) pth=${2:?--pth needs a file}; shift 2 ;;
+        --workdir) workdir=${2:?--workdir needs a folder}; shift 2 ;;
+        --iters) iters=${2:?--iters needs a number}; shift 2 ;;
+        --batch_size) batch_size=${2:?--batch_size needs a number}; shift 2 ;;
+        --seed) seed=${2:?--seed needs a number}; shift 2 ;;
+        --outfmt) outfmt=${2:?--outfmt needs TXT or BIN}; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "run_pipeline.sh: error: unknown argument $1" >&2; usage; exit 2 ;;
+    esac
+done
+for value in "$iters" "$batch_size"; do
+    if ! [[ "$value" =~ ^[0-9]+$ ]] || [ "$value" -eq 0 ]; then
+        echo "run_pipeline.sh: error: --iters and --batch_size take positive integers, got $value" >&2; exit 2
+    fi
+done
+[ -f "$pth" ] || { echo "run_pipeline.sh: error: $pth: no such checkpoint (pass --pth FILE)" >&2; exit 2; }
+workdir=${workdir:-runs/$(date +%Y%m%d_%H%M%S)}
+if [ -e "$workdir" ] && [ -n "$(ls -A "$workdir")" ]; then
+    echo "run_pipeline.sh: error: $workdir is not empty: pass --workdir with a new or empty folder" >&2; exit 2
+fi
+mkdir -p "$workdir"
+
+log=$workdir/GAN_bs$batch_size.log
+timings=()
+now_us() { echo "${EPOCHREALTIME/[.,]/}"; }  # bash 5: microseconds, no external tool
+seconds_since() { local us=$(($(now_us) - $1)); printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000)); }
+step() {  # step NAME COMMAND...: run one step, time it, stop the pipeline if it fails
+    local name=$1 start
+    shift
+    echo "== $name: $*"
+    start=$(now_us)
+    "$@"
+    timings+=("$(printf '%-10s %s s' "$name" "$(seconds_since "$start")")")
+}
+offline() {  # keep the runner's log for the throughput step, as the guide redirects msame's to GAN_bs64.log
+    bash "$here/run_msame.sh" --model "$workdir/GAN.onnx" --input "$workdir/vectors" --output "$workdir/out" --outfmt "$outfmt" > "$log"
+    grep -v '^Inference time:' "$log"
+}
+
+total_start=$(now_us)
+step export "$python" "$here/GAN_pth2onnx.py" --input_file="$pth" --output_file="$workdir/GAN.onnx"
+step testdata "$python" "$here/GAN_testdata.py" --online_path="$workdir/images" --offline_path="$workdir/vectors" \
+    --pth_path="$pth" --iters "$iters" --batch_size "$batch_size" --seed "$seed" --quiet
+step offline offline
+step txt2jpg "$python" "$here/GAN_txt2jpg.py" --txt_path="$workdir/out" --infer_results_path="$workdir/genimg" --quiet
+step compare "$python" "$here/GAN_compare.py" --online_path="$workdir/images" --offline_path="$workdir/out" \
+    --diff_image "$workdir/compare_first_batch.png" --quiet
+step perf "$python" "$here/perf_calc.py" --log "$log"
+total=$(seconds_since "$total_start")
+
+cat <<DONE
+
+== artefacts in $workdir
+  GAN.onnx                  the exported generator
+  vectors/<i>.bin           latent vectors ($iters x $batch_size x 100 float32)
+  images/<i>.bin, <i>.jpg   online PyTorch outputs and their grids
+  out/<run>/                offline outputs ($outfmt), $log the runner's log
+  genimg/<i>.jpg            offline grids
+  compare_first_batch.png   online | offline | magnified difference, first batch
+== time per step
+DONE
+printf '  %s\n' "${timings[@]}"
+printf '  %-10s %s s\n' total "$total"

@@ -1,0 +1,70 @@
+import numpy as np
+from PIL import Image
+
+from conftest import assert_clean_error, no_torch_env, run_script
+
+
+def make_run(tmp_path, testdata, transform=lambda i, x: x, skip=()):
+    """An offline run folder built from the online outputs, optionally perturbed or missing batches."""
+    images, _ = testdata
+    run = tmp_path / "out" / "20260101_000000_000000"
+    run.mkdir(parents=True)
+    for i in range(3):
+        if i not in skip:
+            transform(i, np.fromfile(images / f"{i}.bin", np.float32)).astype(np.float32).tofile(run / f"{i}_output_0.bin")
+    return run
+
+
+def compare(tmp_path, testdata, *extra):
+    images, _ = testdata
+    return run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}",
+                      "--diff_image", str(tmp_path / "diff.png"), *extra, check=False, env=no_torch_env(tmp_path))
+
+
+def test_real_offline_run_passes_fp32(onnx_model, testdata, tmp_path):
+    images, vectors = testdata
+    run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "out"), "--outfmt", "TXT")
+    result = compare(tmp_path, testdata)
+    assert result.returncode == 0, result.stdout + result.stderr
+    overall = next(l for l in result.stdout.splitlines() if l.startswith("overall:"))
+    max_abs = float(overall.split("max_abs ")[1].split(",")[0])
+    assert max_abs <= 2e-6 and "3 batches, 12 images" in overall
+    assert result.stdout.splitlines()[-1].startswith("PASS: fp32")
+    picture = Image.open(tmp_path / "diff.png")
+    assert picture.size == (3 * 122 + 2 * 8, 32), "online | offline | difference"
+
+
+def test_metrics_are_right(testdata, tmp_path):
+    # batch 1 offset by exactly 0.01: max abs 0.01, mean abs 0.01 on that batch
+    make_run(tmp_path, testdata, lambda i, x: x + np.float32(0.01) * (i == 1))
+    result = compare(tmp_path, testdata, "--tolerance", "fp16")
+    rows = {int(l.split()[0]): l.split() for l in result.stdout.splitlines() if l.strip()[:1].isdigit()}
+    assert float(rows[0][2]) == 0 and float(rows[2][2]) == 0
+    assert abs(float(rows[1][2]) - 0.01) < 1e-6 and abs(float(rows[1][3]) - 0.01) < 1e-6
+    assert result.returncode == 0 and "PASS: fp16" in result.stdout, "0.01 is inside the fp16 preset"
+    fp32 = compare(tmp_path, testdata)
+    assert fp32.returncode == 1 and fp32.stdout.splitlines()[-1].startswith("FAIL: fp32")
+
+
+def test_cosine_catches_a_wrong_image(testdata, tmp_path):
+    make_run(tmp_path, testdata, lambda i, x: -x if i == 2 else x)
+    result = compare(tmp_path, testdata, "--tolerance", "fp16")
+    assert result.returncode == 1 and "FAIL" in result.stdout
+    assert float(next(l for l in result.stdout.splitlines() if l.split()[:1] == ["2"]).split()[4]) < -0.99
+
+
+def test_missing_batch_on_either_side(testdata, tmp_path):
+    make_run(tmp_path, testdata, skip=(1,))
+    result = compare(tmp_path, testdata)
+    assert_clean_error(result, "batches 1 are in", "missing from")
+    assert result.returncode == 1
+    run = tmp_path / "out" / "20260101_000000_000000"
+    np.zeros(4 * 784, np.float32).tofile(run / "1_output_0.bin")
+    np.zeros(4 * 784, np.float32).tofile(run / "7_output_0.bin")
+    result = compare(tmp_path, testdata)
+    assert_clean_error(result, "batches 7 are in", "missing from")
+
+
+def test_wrong_image_count(testdata, tmp_path):
+    make_run(tmp_path, testdata, lambda i, x: x[: 784 * 2] if i == 0 else x)
+    assert_clean_error(compare(tmp_path, testdata), "0_output_0.bin", "2 images", "has 4")

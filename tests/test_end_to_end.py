@@ -1,0 +1,83 @@
+"""The README's commands, pasted in order as a user would, on small sizes (3 batches of 4) with a test checkpoint."""
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from conftest import ROOT, no_torch_env
+
+OFFLINE_STEPS = ("run_msame.sh", "msame_onnxruntime.py", "GAN_txt2jpg.py", "GAN_compare.py", "perf_calc.py")
+
+
+def readme_commands():
+    """Shell lines of the ```bash blocks between <!-- e2e:begin --> and <!-- e2e:end --> in README.md."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("<!-- e2e:begin -->", 1)[1].split("<!-- e2e:end -->", 1)[0]
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        lines += [l for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    return lines
+
+
+def workspace(tmp_path):
+    """A fresh copy of the project's scripts, like a clone."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    for path in ROOT.iterdir():
+        if path.suffix in (".py", ".sh") or path.name == "README.md":
+            shutil.copy(path, work / path.name)
+    (work / "weights").mkdir()
+    return work
+
+
+def test_readme_commands_in_order(tmp_path, checkpoint):
+    work = workspace(tmp_path)
+    commands = readme_commands()
+    assert any("GAN_pth2onnx.py" in c for c in commands) and any("GAN_compare.py" in c for c in commands)
+    for command in commands:
+        command = command.replace("weights/generator_mnist.pth", str(checkpoint))
+        command = command.replace("--iters 100 --batch_size 64", "--iters 3 --batch_size 4")
+        command = command.replace("python ", f"{sys.executable} ")
+        offline = any(step in command.split("|")[0] for step in OFFLINE_STEPS)
+        env = no_torch_env(tmp_path) if offline else None  # the offline half runs on a host without torch
+        result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=work, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, f"README command failed: {command}\n{result.stdout}\n{result.stderr}"
+
+    vectors = sorted(p.name for p in (work / "vectors").iterdir())
+    assert vectors == ["0.bin", "1.bin", "2.bin"]
+    (run,) = [p for p in (work / "out").iterdir() if p.is_dir()]
+    for i in range(3):
+        online = np.fromfile(work / "images" / f"{i}.bin", np.float32)
+        text = np.array((run / f"{i}_output_0.txt").read_text().split(), np.float32)
+        assert np.abs(online - text).max() < 2e-6
+        assert Image.open(work / "genimg" / f"{i}.jpg").size == Image.open(work / "images" / f"{i}.jpg").size == (122, 32)
+    log = (work / "GAN_bs64.log").read_text()
+    assert "Execute sample success" in log
+
+
+def test_run_pipeline_sh(tmp_path, checkpoint):
+    workdir = tmp_path / "pipeline"
+    result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir),
+                             "--iters", "3", "--batch_size", "4"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("export", "testdata", "offline", "txt2jpg", "compare", "perf", "total"):
+        assert re.search(rf"^  {step}\s+\d+\.\d\d s$", result.stdout, re.M), step
+    assert "PASS: fp32" in result.stdout
+    assert len(list((workdir / "genimg").glob("*.jpg"))) == 3 and (workdir / "compare_first_batch.png").is_file()
+    fps = re.search(r"GAN_bs4\.log\s+onnxruntime\s+4\s+1\s+\S+\s+([0-9.]+)", result.stdout)
+    assert fps and float(fps.group(1)) > 0
+    again = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "not empty" in again.stderr, "an earlier run is never overwritten"
+
+
+def test_run_pipeline_sh_stops_on_a_failing_step(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a checkpoint")
+    result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(bad), "--workdir", str(tmp_path / "w")],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "not a readable PyTorch checkpoint" in result.stderr
+    assert "== testdata" not in result.stdout

@@ -1,0 +1,122 @@
+import re
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_clean_error, latent, no_torch_env, partial_files, run_script
+from gan_io import format_msame_txt, parse_txt
+from msame_onnxruntime import new_run_folder
+
+
+def reference_txt(array):
+    """msame's TXT written the slow, obvious way: C++ ostream defaults (%g, 6 digits), a space after each
+    value, a newline after each innermost row."""
+    rows = array.reshape(-1, array.shape[-1])
+    return "".join("".join(f"{float(v):g} " for v in row) + "\n" for row in rows)
+
+
+def test_txt_format_is_msames():
+    values = np.array([[0.123456789, -1.0, 1.5e-05, 0.0, -0.99999994, 123456.7, 1e-10, 0.5]], np.float32)
+    assert format_msame_txt(values) == "0.123457 -1 1.5e-05 0 -1 123457 1e-10 0.5 \n"
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 1, 28, 28)).astype(np.float32)
+    text = format_msame_txt(images)
+    assert text == reference_txt(images)
+    lines = text.split("\n")
+    assert len(lines) == 4 * 28 + 1 and lines[-1] == ""
+    assert all(len(line.split(" ")) == 29 and line.endswith(" ") for line in lines[:-1]), "28 values, trailing space"
+
+
+def test_run_folders_sort_by_time_and_are_never_reused(tmp_path):
+    folders = [new_run_folder(tmp_path) for _ in range(20)]
+    assert len(set(folders)) == 20
+    assert sorted(f.name for f in folders) == [f.name for f in folders]
+    assert all(re.fullmatch(r"\d{8}_\d{6}_\d{6}", f.name) for f in folders)
+
+
+def test_folder_mode_txt_and_bin(onnx_model, testdata, tmp_path):
+    images, vectors = testdata
+    env = no_torch_env(tmp_path)
+    txt = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output",
+                     str(tmp_path / "out"), "--outfmt", "TXT", env=env)
+    time.sleep(0.01)
+    run_script("run_msame.sh", f"--model={onnx_model}", f"--input={vectors}", f"--output={tmp_path / 'out'}", "--outfmt", "BIN", env=env)
+    lines = txt.stdout.splitlines()
+    assert len([l for l in lines if re.fullmatch(r"Inference time: [0-9.e+-]+ms", l)]) == 3
+    assert re.search(r"^Inference average time : \d+\.\d{6} ms$", txt.stdout, re.M)
+    assert re.search(r"^Inference average time without first time: \d+\.\d{6} ms$", txt.stdout, re.M)
+    assert "Execute sample success" in lines[-1]
+    run_txt, run_bin = sorted((tmp_path / "out").iterdir())
+    assert lines[-2] == str(run_txt), "the run folder's path is printed as a bare line"
+    assert sorted(p.name for p in run_txt.iterdir()) == ["0_output_0.txt", "1_output_0.txt", "2_output_0.txt"]
+    for i in range(3):
+        online = np.fromfile(images / f"{i}.bin", dtype=np.float32)
+        binary = np.fromfile(run_bin / f"{i}_output_0.bin", dtype=np.float32)
+        text = parse_txt(run_txt / f"{i}_output_0.txt", 784)
+        assert binary.size == 4 * 784
+        assert np.abs(binary - online).max() <= 1e-5, "ONNX Runtime vs PyTorch"
+        assert np.abs(text - binary).max() <= 1e-6, "TXT reads back within 1e-6 of BIN"
+
+
+def test_file_mode_loops_and_names_after_model(onnx_model, tmp_path):
+    vector = tmp_path / "z.bin"
+    latent(2).tofile(vector)
+    result = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vector), "--output",
+                        str(tmp_path / "out"), "--loop", "5")
+    assert result.stdout.count("Inference time:") == 5
+    assert re.search(r"^Inference average time: \d+\.\d+ ms$", result.stdout, re.M), "file mode: no space before the colon"
+    (run,) = (tmp_path / "out").iterdir()
+    assert [p.name for p in run.iterdir()] == ["GAN_output_0.bin"]
+
+
+def test_card_run_over_four_workers_keeps_every_output(onnx_model, tmp_path):
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    for i in range(10):
+        latent(3, seed=i).tofile(vectors / f"{i}.bin")
+    single = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "one"))
+    card = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output",
+                      str(tmp_path / "card"), "--device", "0,1,2,3")
+    assert "4 worker(s)" in card.stdout and "[INFO] card summary: 4 devices, 10 file(s)" in card.stdout
+    (one,), (four,) = (tmp_path / "one").iterdir(), (tmp_path / "card").iterdir()
+    names = sorted(p.name for p in four.iterdir())
+    assert names == sorted(f"{i}_output_0.bin" for i in range(10))
+    for name in names:
+        np.testing.assert_array_equal(np.fromfile(one / name, np.float32), np.fromfile(four / name, np.float32))
+    assert "Execute sample success" in single.stdout
+
+
+@pytest.mark.parametrize("size", [0, 399, 401, 4 * 100 * 3 + 8])
+def test_input_of_the_wrong_size_is_refused(onnx_model, tmp_path, size):
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    latent(2).tofile(vectors / "0.bin")
+    (vectors / "1.bin").write_bytes(b"\0" * size)
+    result = run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "out"), check=False)
+    assert_clean_error(result, vectors / "1.bin", "not a whole number of rows of 100 float32")
+    assert not (tmp_path / "out").exists(), "nothing is written before every input is checked"
+
+
+def test_empty_missing_and_unwritable(onnx_model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(tmp_path / "empty"),
+                                  "--output", str(tmp_path / "out"), check=False), tmp_path / "empty", "empty")
+    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(tmp_path / "no.onnx"), "--input", str(tmp_path),
+                                  "--output", str(tmp_path / "out"), check=False), "no.onnx", "no such model")
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    latent(2).tofile(vectors / "0.bin")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors),
+                                  "--output", str(blocker / "out"), check=False), blocker / "out", "cannot create")
+    assert not partial_files(tmp_path)
+    bad_model = tmp_path / "bad.onnx"
+    bad_model.write_text("not onnx")
+    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(bad_model), "--input", str(vectors),
+                                  "--output", str(tmp_path / "out"), check=False), bad_model, "not a loadable ONNX model")
+
+
+def test_run_msame_sh_refuses_other_models(tmp_path):
+    result = run_script("run_msame.sh", "--model", "GAN.pb", "--input", "v", "--output", "o", check=False)
+    assert result.returncode == 2 and "expected a .onnx model" in result.stderr

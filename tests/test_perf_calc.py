@@ -1,0 +1,127 @@
+"""perf_calc.py against logs in the real tools' formats (ascend_tools.md), including the guide's own lines."""
+import json
+
+import pytest
+
+from conftest import assert_clean_error, run_script
+from perf_calc import parse_log, throughput
+
+GUIDE_MSAME = "Inference average time : {0} ms\nInference average time without first time: {0} ms\n"
+GUIDE_TRT7 = """[11/11/2021-13:11:22] [I] min: 0.048584 ms
+[11/11/2021-13:11:22] [I] max: 4.11572 ms
+[11/11/2021-13:11:22] [I] median: 0.0817871 ms
+[11/11/2021-13:11:22] [I] GPU Compute
+[11/11/2021-13:11:22] [I] min: 0.048584 ms
+[11/11/2021-13:11:22] [I] max: 4.13281 ms
+[11/11/2021-13:11:22] [I] mean: {0} ms
+[11/11/2021-13:11:22] [I] median: 0.0856934 ms
+[11/11/2021-13:11:22] [I] percentile: 0.118164 ms at 99%
+[11/11/2021-13:11:22] [I] total compute time: 1.82233 s
+"""
+# TensorRT 8.5 summary block (sampleReporting.cpp), never shown to the parser while it was written.
+TRT85 = """&&&& RUNNING TensorRT.trtexec [TensorRT v8501] # trtexec --onnx=GAN.onnx --fp16 --shapes=Z:16x100
+[03/02/2023-10:00:01] [I] === Performance summary ===
+[03/02/2023-10:00:01] [I] Throughput: 10843.1 qps
+[03/02/2023-10:00:01] [I] Latency: min = 0.101 ms, max = 0.512 ms, mean = 0.1168 ms, median = 0.11 ms, percentile(90%) = 0.12 ms, percentile(95%) = 0.13 ms, percentile(99%) = 0.2 ms
+[03/02/2023-10:00:01] [I] Enqueue Time: min = 0.02 ms, max = 0.1 ms, mean = 0.03 ms, median = 0.03 ms, percentile(90%) = 0.04 ms, percentile(95%) = 0.04 ms, percentile(99%) = 0.06 ms
+[03/02/2023-10:00:01] [I] H2D Latency: min = 0.005 ms, max = 0.03 ms, mean = 0.0071 ms, median = 0.007 ms, percentile(90%) = 0.008 ms, percentile(95%) = 0.008 ms, percentile(99%) = 0.01 ms
+[03/02/2023-10:00:01] [I] GPU Compute Time: min = 0.07 ms, max = 0.4 ms, mean = 0.08 ms, median = 0.079 ms, percentile(90%) = 0.09 ms, percentile(95%) = 0.095 ms, percentile(99%) = 0.12 ms
+[03/02/2023-10:00:01] [I] D2H Latency: min = 0.02 ms, max = 0.08 ms, mean = 0.0297 ms, median = 0.03 ms, percentile(90%) = 0.03 ms, percentile(95%) = 0.03 ms, percentile(99%) = 0.04 ms
+[03/02/2023-10:00:01] [I] Total Host Walltime: 3.00011 s
+"""
+AIS_BENCH = """[INFO] load model GAN_bs64.om success
+[INFO] -----------------Performance Summary------------------
+[INFO] NPU_compute_time (ms): min = 0.61, max = 0.9, mean = 0.64, median = 0.63, percentile(99%) = 0.8
+[INFO] throughput 1000*batchsize.mean(64)/NPU_compute_time.mean(0.64): 100000.0
+[INFO] ------------------------------------------------------
+"""
+MSAME_FILE_MODE = """[INFO] acl init success
+[INFO] open device 0 success
+[INFO] load model ./GAN_bs16.om success
+Inference time: 0.62ms
+Inference time: 0.5ms
+Inference time: 0.5ms
+Inference time: 0.5ms
+Inference average time: 0.530000 ms
+Inference average time without first time: 0.500000 ms
+[INFO] unload model success, model Id is 1
+[INFO] pid: 4242 Execute sample success
+"""
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("tool,text,batch,expected", [
+    ("msame", GUIDE_MSAME.format("0.43"), 1, 9302.326),
+    ("msame", GUIDE_MSAME.format("0.47"), 16, 136170.213),
+    ("trtexec", GUIDE_TRT7.format("0.0826078"), 1, 12105.394),
+    ("trtexec", GUIDE_TRT7.format("0.0887248"), 16, 180332.895),
+])
+def test_the_guides_figures(tmp_path, tool, text, batch, expected):
+    result = throughput(write(tmp_path, "guide.log", text), batch_size=batch)
+    assert result["tool"] == tool
+    assert round(result["fps"], 3) == expected
+
+
+def test_trtexec_85_batch_from_shapes(tmp_path):
+    result = throughput(write(tmp_path, "t4.log", TRT85))
+    assert (result["tool"], result["batch_size"], result["chips"], result["latency_ms"]) == ("trtexec", 16, 1, 0.08)
+    assert round(result["fps"], 3) == 200000.0, "GPU Compute mean, not Latency or H2D"
+
+
+def test_ais_bench_text_and_json(tmp_path):
+    result = throughput(write(tmp_path, "ais.log", AIS_BENCH))
+    assert (result["tool"], result["batch_size"], result["chips"], result["latency_ms"]) == ("ais_bench", 64, 1, 0.64)
+    assert result["fps"] == pytest.approx(100000.0), "ais_bench's own throughput, per chip"
+    summary = {"NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
+               "H2D_latency": {"mean": 0.1}, "throughput": 25000.0, "args": ["--model", "GAN_bs16.om"]}
+    result = throughput(write(tmp_path, "2023_01_03-06_35_53_summary.json", json.dumps(summary)))
+    assert (result["tool"], result["batch_size"], result["latency_ms"]) == ("ais_bench", 16, 0.64)
+    old = "[INFO] NPU_compute_time (ms): min = 1.0, max = 2.0, mean = 1.25, median = 1.2, percentile(99%) = 1.9\n" \
+          "[INFO] throughput (1000*batchsize/NPU_compute_time): 12800.0\n"
+    assert throughput(write(tmp_path, "old.log", old))["batch_size"] == 16, "2022-06 wording: batch from its formula"
+
+
+def test_msame_file_mode_batch_from_model_name(tmp_path):
+    result = throughput(write(tmp_path, "bs16.log", MSAME_FILE_MODE))
+    assert (result["mode"], result["batch_size"], result["chips"], result["latency_ms"]) == ("file", 16, 4, 0.53)
+    assert round(result["fps"], 3) == round(1000 * 16 * 4 / 0.53, 3)
+    assert throughput(write(tmp_path, "bs16.log", MSAME_FILE_MODE), chips=1)["chips"] == 1, "a 310P has one chip"
+
+
+def test_cli_table_baseline_and_json(tmp_path):
+    msame = write(tmp_path, "GAN_bs16.log", GUIDE_MSAME.format("0.47"))
+    t4 = write(tmp_path, "t4_bs16.log", GUIDE_TRT7.format("0.0887248"))
+    out = run_script("perf_calc.py", "--log", str(msame), "--batch_size", "16", "--baseline", str(t4), "--baseline_batch_size", "16")
+    assert "136170.213" in out.stdout and "180332.895" in out.stdout and "0.755 x baseline" in out.stdout and "PASS" in out.stdout
+    js = json.loads(run_script("perf_calc.py", "--log", str(msame), "--batch_size", "16", "--baseline", str(t4),
+                               "--baseline_batch_size", "16", "--json").stdout)
+    row = js["logs"][0]
+    assert (row["tool"], row["batch_size"], row["chips"], row["verdict"]) == ("msame", 16, 4, "PASS")
+    assert round(row["fps"], 3) == 136170.213 and round(row["baseline_fps"], 3) == 180332.895
+    slow = write(tmp_path, "slow.log", GUIDE_MSAME.format("4.0"))
+    fail = run_script("perf_calc.py", "--log", str(slow), "--batch_size", "16", "--baseline", str(t4), "--baseline_batch_size", "16", check=False)
+    assert fail.returncode == 1 and "FAIL" in fail.stdout
+
+
+@pytest.mark.parametrize("text,message", [
+    ("hello world\n", "no timing line of a known tool"),
+    ("Inference average time : 0 ms\n", "not a positive number"),
+    ("Inference average time : -1.5 ms\n", "not a positive number"),
+    ("Inference average time : abc ms\n", "not a number"),
+    ("Inference time: 0.5ms\nInference time: 0.4ms\n", "truncated msame log"),
+    ("[11/11/2021-13:11:22] [I] GPU Compute\n[11/11/2021-13:11:22] [I] min: 0.04 ms\n", "truncated trtexec log"),
+    ("[INFO] -----------------Performance Summary------------------\n", "truncated ais_bench log"),
+])
+def test_bad_logs_are_clear_errors(tmp_path, text, message):
+    log = write(tmp_path, "bad.log", text)
+    assert_clean_error(run_script("perf_calc.py", "--log", str(log), "--batch_size", "1", check=False), log, message)
+
+
+def test_missing_batch_size_is_a_clear_error(tmp_path):
+    log = write(tmp_path, "x.log", GUIDE_MSAME.format("0.43"))
+    assert_clean_error(run_script("perf_calc.py", "--log", str(log), check=False), log, "--batch_size")

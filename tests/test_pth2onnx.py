@@ -1,0 +1,56 @@
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from conftest import random_generator, run_script
+from GAN_pth2onnx import FoldedGenerator, compare_with_pytorch
+
+
+def test_export_names_shapes_opset_and_graph(onnx_model):
+    model = onnx.load(str(onnx_model))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 11
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.name == "Z" and out.name == "generateimg"
+    in_dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+    out_dims = [d.dim_value or d.dim_param for d in out.type.tensor_type.shape.dim]
+    assert isinstance(in_dims[0], str) and in_dims[1] == 100, "dynamic batch, 100 features"
+    assert isinstance(out_dims[0], str) and out_dims[1:] == [1, 28, 28]
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops, "BatchNorm is folded into the Gemm before it"
+    assert ops.count("Gemm") == 5 and ops.count("Reshape") == 1 and "Shape" not in ops
+
+
+def test_onnx_matches_pytorch_at_1_16_64(checkpoint, onnx_model):
+    from models import load_generator
+
+    results = compare_with_pytorch(load_generator(checkpoint), onnx_model)
+    assert sorted(results) == [1, 16, 64]
+    for batch, (diff, cosine) in results.items():
+        assert diff <= 1e-5, (batch, diff)
+        assert cosine > 0.9999999
+
+
+def test_folding_is_the_same_function():
+    generator = random_generator(5)
+    z = torch.randn(64, 100)
+    with torch.no_grad():
+        assert torch.allclose(FoldedGenerator(generator)(z), generator(z), atol=2e-6)
+
+
+def test_unfolded_export_and_other_opset(checkpoint, tmp_path):
+    path = tmp_path / "plain.onnx"
+    result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={path}", "--no_fold", "--opset", "13")
+    assert "batch  64: max |onnxruntime - pytorch|" in result.stdout
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version == 13
+    assert [n.op_type for n in model.graph.node].count("BatchNormalization") == 3
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"Z": np.zeros((3, 100), np.float32)})[0].shape == (3, 1, 28, 28)
+
+
+def test_export_prints_the_difference_per_batch(checkpoint, tmp_path):
+    result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={tmp_path / 'g.onnx'}")
+    diffs = [float(line.split("=")[1]) for line in result.stdout.splitlines() if "max |onnxruntime - pytorch|" in line]
+    assert len(diffs) == 3 and max(diffs) < 1e-5
