@@ -10,10 +10,9 @@ batch can be regenerated alone. Files are written one batch at a time, each unde
 import argparse
 import time
 
-import numpy as np
 import torch
 
-from gan_io import LATENT_DIM, InputError, ensure_dir, numbered_files, positive_int, progress, run_main, save_grid, write_bin
+from gan_io import InputError, ensure_dir, latent_batch, numbered_files, positive_int, progress, run_main, save_grid, write_bin
 from models import load_generator
 
 
@@ -28,12 +27,6 @@ def get_args_parser():
     parser.add_argument("--no_jpg", action="store_true", help="skip the online JPEG grids (raw outputs only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def latent_batch(seed, index, batch_size):
-    """Batch `index` of the latent vectors: its own stream of a SeedSequence, so batches are independent."""
-    rng = np.random.default_rng([seed, index])
-    return rng.standard_normal((batch_size, LATENT_DIM), dtype=np.float32)
 
 
 def main(args):

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan_io import IMG_SIZE, LATENT_DIM, InputError, atomic_path, ensure_dir, positive_int, progress, run_main, save_grid
+from gan_io import (IMG_SIZE, LATENT_DIM, InputError, atomic_path, ensure_dir, latent_batch, positive_int, progress, run_main,
+                    save_grid)
 from models import Generator, extract_state_dict
 
 
@@ -170,7 +171,10 @@ def main(args):
         record = {"epoch": epoch + 1, "loss_d": round(loss_d.item(), 4), "loss_g": round(loss_g.item(), 4),
                   "seconds": round(time.time() - epoch_start, 1)}
         if scorer:
-            record.update(scorer.score_generator(ema, args.eval_samples, seed=args.seed))
+            with torch.inference_mode():
+                samples = [ema(torch.from_numpy(latent_batch(args.seed, i, 64))).numpy() for i in range(-(-args.eval_samples // 64))]
+            scores = scorer.score_batches(samples)
+            record.update({k: scores[k] for k in ("confidence", "inception_score", "fid", "min_digit_share")})
             if best is None or record["fid"] < best["fid"]:
                 best = dict(record)
                 save_checkpoint(train_dir / "best_generator.pth", **ema.state_dict())

@@ -3,11 +3,14 @@
 This module imports only numpy and Pillow, so the offline half of the pipeline (the ONNX Runtime runner,
 GAN_txt2jpg.py, GAN_compare.py, perf_calc.py) runs on an inference host that has no torch.
 """
+import argparse
 import contextlib
 import os
 import re
 import sys
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +44,6 @@ def run_main(main, parser, argv=None):
 
 def positive_int(text):
     """argparse type for counts such as --iters and --batch_size: 0 or negative is refused at parse time."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -55,6 +56,10 @@ def positive_int(text):
 # ---------------------------------------------------------------------------------------------------------
 # Writing files so that an interrupted run never leaves a half-written file behind.
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds."""
@@ -63,6 +68,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -89,6 +95,12 @@ def ensure_dir(path, what="output folder"):
     return path
 
 
+def latent_batch(seed, index, batch_size):
+    """Batch `index` of the latent vectors: N(0, 1) float32 from its own seeded stream, so batches are independent."""
+    rng = np.random.default_rng([seed, index])
+    return rng.standard_normal((batch_size, LATENT_DIM), dtype=np.float32)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Raw float32 tensors (.bin), as GAN_testdata.py writes them and msame reads and writes them.
 
@@ -109,6 +121,60 @@ def read_bin(path, row_size, what="float32 file"):
 def write_bin(path, array):
     array = np.ascontiguousarray(array, dtype=np.float32)
     write_bytes_atomic(path, array.tobytes())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# msame's interface: input folders, device lists, run folders (shared by the ONNX Runtime runner and the
+# driver of the real tools).
+
+def parse_devices(text):
+    try:
+        devices = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a device id or a comma-separated list such as 0,1,2,3, got {text!r}") from None
+    if any(not 0 <= d <= 255 for d in devices) or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"expected distinct device ids in 0..255, got {text!r}")
+    return devices
+
+
+def check_input(path, features, fixed_batch):
+    """Rows in an input file, refusing a size that is not a whole number of rows (or not the model's batch)."""
+    size = path.stat().st_size
+    row_bytes = features * 4
+    if size == 0 or size % row_bytes:
+        raise InputError(f"{path}: {size} bytes is not a whole number of rows of {features} float32 ({row_bytes} bytes each)")
+    rows = size // row_bytes
+    if fixed_batch is not None and rows != fixed_batch:
+        raise InputError(f"{path}: {rows} rows, but the model takes batches of exactly {fixed_batch}")
+    return rows
+
+
+def list_inputs(input_path):
+    """msame's folder mode: the non-hidden entries of the folder, sorted by name."""
+    folder = Path(input_path)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such input folder")
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{folder}: the input folder is empty (expected <i>.bin files from GAN_testdata.py)")
+    not_files = [p.name for p in files if not p.is_file()]
+    if not_files:
+        raise InputError(f"{folder}: expected only input files, found folder {not_files[0]}")
+    return files
+
+
+def new_run_folder(output_root):
+    """A new folder <output>/<YYYYmmdd_HHMMSS_microseconds>: names sort by time, an existing one is never reused."""
+    root = ensure_dir(output_root, "output folder")
+    while True:
+        run_dir = root / datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            time.sleep(1e-6)
+        except OSError as err:
+            raise InputError(f"cannot create run folder {run_dir}: {err.strerror}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------

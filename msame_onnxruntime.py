@@ -15,12 +15,12 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from gan_io import InputError, ensure_dir, format_msame_txt, run_main, write_bytes_atomic
+from gan_io import (InputError, check_input, format_msame_txt, list_inputs, new_run_folder, parse_devices, run_main,
+                    write_bytes_atomic)
 
 RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
 
@@ -36,16 +36,6 @@ def get_args_parser():
                         help="device id, or a comma-separated list: one worker process per device, files split between them")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per worker (0: cores / workers)")
     return parser
-
-
-def parse_devices(text):
-    try:
-        devices = [int(item) for item in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a device id or a comma-separated list such as 0,1,2,3, got {text!r}") from None
-    if any(not 0 <= d <= 255 for d in devices) or len(set(devices)) != len(devices):
-        raise argparse.ArgumentTypeError(f"expected distinct device ids in 0..255, got {text!r}")
-    return devices
 
 
 def open_session(model_path, threads):
@@ -69,46 +59,6 @@ def model_signature(session, model_path):
                          f"{[(i.name, i.shape) for i in inputs]}")
     batch = inputs[0].shape[0]
     return inputs[0].name, inputs[0].shape[1], batch if isinstance(batch, int) else None
-
-
-def check_input(path, features, fixed_batch):
-    """Rows in an input file, refusing a size that is not a whole number of rows (or not the model's batch)."""
-    size = path.stat().st_size
-    row_bytes = features * 4
-    if size == 0 or size % row_bytes:
-        raise InputError(f"{path}: {size} bytes is not a whole number of rows of {features} float32 ({row_bytes} bytes each)")
-    rows = size // row_bytes
-    if fixed_batch is not None and rows != fixed_batch:
-        raise InputError(f"{path}: {rows} rows, but the model takes batches of exactly {fixed_batch}")
-    return rows
-
-
-def list_inputs(input_path):
-    """msame's folder mode: the non-hidden entries of the folder, sorted by name."""
-    folder = Path(input_path)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such input folder")
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    if not files:
-        raise InputError(f"{folder}: the input folder is empty (expected <i>.bin files from GAN_testdata.py)")
-    not_files = [p.name for p in files if not p.is_file()]
-    if not_files:
-        raise InputError(f"{folder}: expected only input files, found folder {not_files[0]}")
-    return files
-
-
-def new_run_folder(output_root):
-    """A new folder <output>/<YYYYmmdd_HHMMSS_microseconds>: names sort by time, an existing one is never reused."""
-    root = ensure_dir(output_root, "output folder")
-    while True:
-        run_dir = root / datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            time.sleep(1e-6)
-        except OSError as err:
-            raise InputError(f"cannot create run folder {run_dir}: {err.strerror}") from None
 
 
 def write_output(path, output, outfmt):

@@ -39,6 +39,7 @@ TRT7_MEAN = re.compile(r"\]\s+mean:\s+" + NUMBER + r" ms\s*$", re.M)
 TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
 MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
 RUNNER_BATCH = re.compile(r"batch size (\d+),.*?(\d+) worker\(s\)")
+CARD_DEVICES = re.compile(r"card summary: (\d+) devices")  # run_msame.sh's card runs (msame_driver.py, the runner)
 
 
 def get_args_parser():
@@ -102,6 +103,9 @@ def _parse_msame_like(path, text, tool):
         match = RUNNER_BATCH.search(text)
         if match:
             result["batch_size"], result["chips"] = int(match.group(1)), int(match.group(2))
+    card = CARD_DEVICES.search(text)
+    if card:
+        result["chips"] = int(card.group(1))
     return result
 
 
@@ -119,8 +123,9 @@ def _parse_ais_text(path, text):
         if throughput:  # 2022-06/07 wording carries no batch: recover it from its own formula
             batch = round(float(throughput.group(1)) * latencies[0] / 1000)
     devices = set(AIS_DEVICES.findall(text))
+    card = CARD_DEVICES.search(text)
     return {"tool": "ais_bench", "latency_ms": sum(latencies) / len(latencies),
-            "batch_size": batch or _batch_from_names(text), "chips": len(devices) or None}
+            "batch_size": batch or _batch_from_names(text), "chips": int(card.group(1)) if card else len(devices) or None}
 
 
 def _parse_ais_json(path, text):

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import assert_clean_error, latent, no_torch_env, partial_files, run_script
 from gan_io import format_msame_txt, parse_txt
-from msame_onnxruntime import new_run_folder
+from gan_io import new_run_folder
 
 
 def reference_txt(array):

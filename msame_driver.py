@@ -1,0 +1,191 @@
+"""Drive the real msame (or ais_bench) for a .om model, and believe only what its log and its outputs show.
+
+    bash run_msame.sh --model GAN_bs64.om --input vectors --output out --outfmt TXT                 # one chip
+    bash run_msame.sh --model GAN_bs64.om --input vectors --output out --outfmt TXT --device 0,1,2,3 # a 310 card
+    bash run_msame.sh --model GAN_bs64.om --input vectors --output out --tool ais_bench
+
+msame exits 0 after many errors and, in folder mode, skips a file that fails to execute. So a run
+counts as a success only when every device's log says "Execute sample success" (ais_bench: exit 0 and
+its performance summary), no line starts with [ERROR], and there is exactly one output file per input
+file. Each device gets its share of the input files (symlinked into a staging folder) and its own
+output root, where the run folder the tool made is found by comparing the listing before and after
+(msame's naming changed across versions). Only when every device succeeded are the outputs moved into
+one new run folder <output>/<YYYYmmdd_HHMMSS_microseconds>/ with the usual names; otherwise everything
+stays in <output>/.staging_*/ and the failure is reported. The combined log (each device's lines with
+a [device N] prefix, then a card summary that perf_calc.py reads) is printed and kept as <run>.log.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from gan_io import LATENT_DIM, InputError, check_input, ensure_dir, list_inputs, new_run_folder, parse_devices, run_main
+
+AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
+PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1] + "\nUnknown flags (--dymBatch, --debug, ...) are passed to the tool.")
+    parser.add_argument("--model", required=True, help="the .om model")
+    parser.add_argument("--input", required=True, help="folder of input .bin files")
+    parser.add_argument("--output", required=True, help="output root")
+    parser.add_argument("--outfmt", type=str.upper, choices=["TXT", "BIN", "NPY"], default="BIN", help="output format (NPY: ais_bench only)")
+    parser.add_argument("--device", type=parse_devices, default=[0], help="device id or comma-separated list (0,1,2,3: a 310 card)")
+    parser.add_argument("--tool", choices=["msame", "ais_bench"], default="msame", help="inference tool")
+    parser.add_argument("--msame", default=None, help="msame executable (else $MSAME_BIN, ./msame, then PATH)")
+    parser.add_argument("--features", type=int, default=LATENT_DIM, help="float32 values per input row")
+    return parser
+
+
+def find_msame(explicit):
+    candidates = [("--msame", explicit), ("$MSAME_BIN", os.environ.get("MSAME_BIN")), ("./msame", "./msame")]
+    for label, path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return [str(Path(path).resolve())]
+        if path and label != "./msame":
+            raise InputError(f"{path} (from {label}): no executable msame there")
+    on_path = shutil.which("msame")
+    if on_path:
+        return [on_path]
+    raise InputError("msame not found (looked at --msame, $MSAME_BIN, ./msame and PATH): build it from Ascend/tools "
+                     "msame/ and pass --msame PATH, or use --tool ais_bench")
+
+
+def find_ais_bench():
+    import importlib.util
+
+    if importlib.util.find_spec("ais_bench") is None:
+        raise InputError(f"ais_bench is not importable by {sys.executable}: install its wheel (Ascend/tools ais-bench_workload) "
+                         "or use --tool msame")
+    return [sys.executable, "-m", "ais_bench"]
+
+
+def input_stem(tool, path):
+    """msame cuts the input name at its last '.', ais_bench at its first."""
+    return path.name.rsplit(".", 1)[0] if tool == "msame" else path.name.split(".")[0]
+
+
+def output_name(tool, stem, outfmt):
+    return f"{stem}_output_0.{outfmt.lower()}" if tool == "msame" else f"{stem}_0.{outfmt.lower()}"
+
+
+def judge(tool, returncode, log, run_folders, stems, outfmt):
+    """(problems, {output file name: path}) for one device's run."""
+    problems = []
+    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
+    if errors:
+        problems.append(f"{errors[0]} (and {len(errors) - 1} more [ERROR] lines)" if len(errors) > 1 else errors[0])
+    if tool == "msame" and "Execute sample success" not in log:
+        problems.append("no 'Execute sample success' in its log")
+    if tool == "ais_bench" and (returncode != 0 or "NPU_compute_time" not in log):
+        problems.append(f"exit {returncode}, no performance summary")
+    if len(run_folders) != 1:
+        problems.append(f"expected one new run folder, found {len(run_folders)}")
+    found = {}
+    for folder in run_folders:
+        found.update({p.name: p for p in folder.iterdir() if p.is_file()})
+    missing = [s for s in stems if output_name(tool, s, outfmt) not in found]
+    if missing:
+        problems.append(f"{len(stems) - len(missing)} outputs for {len(stems)} inputs (missing {', '.join(missing[:5])}"
+                        f"{' ...' if len(missing) > 5 else ''})")
+    return problems, found
+
+
+def card_summary(tool, logs):
+    """Lines after the devices' logs: the card's average of one batch on one chip, as perf_calc.py reads it."""
+    lines = [f"[INFO] card summary: {len(logs)} devices"]
+    if tool == "msame":
+        times = [float(t) for log in logs.values() for t in PER_RUN.findall(log)]
+        if times:
+            lines.append(f"Inference average time : {sum(times) / len(times):.6f} ms")
+            if len(times) > 1:
+                lines.append(f"Inference average time without first time: {sum(times[1:]) / (len(times) - 1):.6f} ms")
+        else:  # per-run lines missing: fall back to the devices' own averages
+            averages = [float(a) for log in logs.values() for a in AVERAGE.findall(log)]
+            if averages:
+                lines.append(f"Inference average time : {sum(averages) / len(averages):.6f} ms")
+    return lines
+
+
+def main(args, extra=()):
+    model = Path(args.model)
+    if not model.is_file():
+        raise InputError(f"{model}: no such .om model (make it with atc_convert.sh)")
+    if args.outfmt == "NPY" and args.tool == "msame":
+        raise InputError("--outfmt NPY: msame writes TXT or BIN only (NPY is ais_bench's)")
+    tool_command = find_msame(args.msame) if args.tool == "msame" else find_ais_bench()
+    files = list_inputs(args.input)
+    for path in files:
+        check_input(path, args.features, None)
+    output_root = ensure_dir(args.output, "output folder")
+    staging = output_root / f".staging_{datetime.now().strftime('%Y%m%d_%H%M%S_%f')}"
+    devices = args.device
+    shares = {d: files[k::len(devices)] for k, d in enumerate(devices)}
+    processes = {}
+    for device, share in shares.items():
+        inputs, out = staging / f"device{device}" / "input", staging / f"device{device}" / "out"
+        inputs.mkdir(parents=True)
+        out.mkdir()
+        for path in share:
+            (inputs / path.name).symlink_to(path.resolve())
+        command = tool_command + ["--model", str(model.resolve()), "--input", str(inputs), "--output", str(out),
+                                  "--outfmt", args.outfmt, "--device", str(device), *extra]
+        log_file = open(staging / f"device{device}.log", "w")
+        processes[device] = (subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True), log_file)
+        print(f"[INFO] device {device}: {len(share)} file(s): {' '.join(command)}", flush=True)
+
+    logs, verdicts, outputs = {}, {}, {}
+    for device, (process, log_file) in processes.items():
+        returncode = process.wait()
+        log_file.close()
+        logs[device] = (staging / f"device{device}.log").read_text(errors="replace")
+        out = staging / f"device{device}" / "out"
+        run_folders = [p for p in out.iterdir() if p.is_dir()]  # the root was empty before: every folder is new
+        stems = [input_stem(args.tool, p) for p in shares[device]]
+        verdicts[device], outputs[device] = judge(args.tool, returncode, logs[device], run_folders, stems, args.outfmt)
+    all_stems = [input_stem(args.tool, p) for p in files]
+
+    combined = [f"[INFO] {args.tool} on {model.name}, {len(files)} input file(s), devices {','.join(map(str, devices))}"]
+    for device in devices:
+        combined += [f"[device {device}] {line}" for line in logs[device].splitlines()]
+    combined += card_summary(args.tool, logs)
+    failed = {d: v for d, v in verdicts.items() if v}
+    if failed:
+        combined += [f"[ERROR] device {d}: {'; '.join(v)}" for d, v in failed.items()]
+        (staging / "run.log").write_text("\n".join(combined) + "\n")
+        print("\n".join(combined))
+        raise InputError(f"{args.tool} failed on device(s) {', '.join(map(str, failed))}: {'; '.join(failed[min(failed)])}; "
+                         f"nothing gathered, logs and partial outputs kept in {staging}")
+
+    run_dir = new_run_folder(output_root)
+    for device in devices:
+        for name, path in outputs[device].items():
+            if (run_dir / name).exists():
+                raise InputError(f"{run_dir / name}: two devices wrote the same output name")
+            os.replace(path, run_dir / name)
+        for summary in (staging / f"device{device}" / "out").glob("*_summary.json"):  # ais_bench's, beside its folder
+            os.replace(summary, run_dir / f"device{device}_{summary.name}")
+    expected = {output_name(args.tool, stem, args.outfmt) for stem in all_stems}
+    gathered = sum(1 for p in run_dir.iterdir() if p.name in expected)
+    combined.append(f"[INFO] {gathered} outputs for {len(files)} inputs, gathered in {run_dir}")
+    if gathered != len(files) or len(expected) != len(files):
+        raise InputError(f"{run_dir}: {gathered} outputs for {len(files)} inputs")
+    combined += [str(run_dir), "[INFO] Execute sample success (every device's log and output checked)"]
+    log_path = output_root / f"{run_dir.name}.log"
+    log_path.write_text("\n".join(combined) + "\n")
+    shutil.rmtree(staging)
+    print("\n".join(combined[1:]))
+    print(f"[INFO] log kept in {log_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    known, unknown = parser.parse_known_args()
+    sys.exit(run_main(lambda args: main(args, unknown), parser, argv=[a for a in sys.argv[1:] if a not in unknown]))

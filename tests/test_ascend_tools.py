@@ -1,0 +1,188 @@
+"""atc_convert.sh and run_msame.sh on .om models, against the test doubles in tests/doubles/ (NOT the real tools)."""
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, assert_clean_error, run_script
+
+DOUBLES = ROOT / "tests" / "doubles"
+
+
+def env_with(**extra):
+    """PATH with the doubles first (so `atc` and `msame` are the doubles), PYTHONPATH for `-m ais_bench`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{DOUBLES}:{env['PATH']}"
+    env["PYTHONPATH"] = str(DOUBLES)
+    env.pop("ASCEND_TOOLKIT_HOME", None)
+    env.update(extra)
+    return env
+
+
+def env_without_tools():
+    env = dict(os.environ)
+    env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not (shutil.which("atc", path=p) or shutil.which("msame", path=p)))
+    env.pop("ASCEND_TOOLKIT_HOME", None)
+    env.pop("MSAME_BIN", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def om_models(onnx_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("om")
+    result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(folder / "GAN_bs"), env=env_with())
+    assert re.search(r"^\s+64\s+\S+GAN_bs64\.om\s+ok", result.stdout, re.M), result.stdout
+    return folder
+
+
+def test_dry_run_prints_the_three_commands(onnx_model):
+    result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dry_run", env=env_without_tools())
+    lines = result.stdout.strip().splitlines()
+    assert lines == [f'atc --model={onnx_model} --framework=5 --output=GAN_bs{b} --input_format=NCHW --input_shape="Z:{b},100" '
+                     f"--log=error --soc_version=Ascend310" for b in (1, 16, 64)]
+
+
+def test_input_name_and_size_come_from_the_onnx_file(tmp_path):
+    path = tmp_path / "other.onnx"
+    torch.onnx.export(torch.nn.Linear(64, 8), torch.zeros(1, 64), str(path), input_names=["latent"], opset_version=11,
+                      dynamic_axes={"latent": {0: "batch"}}, dynamo=False)
+    result = run_script("atc_convert.sh", "--onnx", str(path), "--dry_run", "--batch_sizes", "4", "--precision_mode",
+                        "must_keep_origin_dtype", "--soc_version", "Ascend310P3")
+    assert result.stdout.strip() == (f'atc --model={path} --framework=5 --output=GAN_bs4 --input_format=NCHW '
+                                     f'--input_shape="latent:4,64" --log=error --soc_version=Ascend310P3 '
+                                     f'--precision_mode=must_keep_origin_dtype')
+
+
+def test_conversion_judged_by_log_and_file(onnx_model, tmp_path):
+    ok = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "A_bs"), "--batch_sizes", "1",
+                    env=env_with(ATC_DOUBLE_SUFFIX="1"))
+    assert (tmp_path / "A_bs1_linux_x86_64.om").is_file() and "A_bs1_linux_x86_64.om" in ok.stdout and (tmp_path / "A_bs1.atc.log").is_file()
+    no_om = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "B_bs"), "--batch_sizes", "1 16",
+                       env=env_with(ATC_DOUBLE_NO_OM="1"), check=False)
+    assert no_om.returncode == 1 and no_om.stdout.count("printed success but wrote no new .om") == 2
+    bad_soc = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "C_bs"), "--batch_sizes", "1",
+                         "--soc_version", "Ascend999", env=env_with(), check=False)
+    assert bad_soc.returncode == 1 and "Soc version [Ascend999] is invalid" in bad_soc.stdout
+
+
+def test_atc_missing_and_found_through_set_env(onnx_model, tmp_path):
+    missing = run_script("atc_convert.sh", "--onnx", str(onnx_model), env=env_without_tools(), check=False)
+    assert_clean_error(missing, "atc not found", "/usr/local/Ascend/ascend-toolkit/set_env.sh", "--dry_run")
+    toolkit = tmp_path / "toolkit"
+    toolkit.mkdir()
+    (toolkit / "set_env.sh").write_text(f'export PATH="{DOUBLES}:$PATH"\n')
+    env = env_without_tools()
+    env["ASCEND_TOOLKIT_HOME"] = str(toolkit)
+    found = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "G_bs"), "--batch_sizes", "1", env=env)
+    assert (tmp_path / "G_bs1.om").is_file() and "ATC run success" in found.stdout
+
+
+def msame_run(om_models, vectors, out, *extra, **env):
+    return run_script("run_msame.sh", "--model", str(om_models / "GAN_bs4.om"), "--input", str(vectors), "--output", str(out),
+                      *extra, env=env_with(**env), check=False)
+
+
+@pytest.fixture(scope="module")
+def om_bs4(onnx_model, om_models):
+    run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(om_models / "GAN_bs"), "--batch_sizes", "4", env=env_with())
+    return om_models
+
+
+def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
+    images, vectors = testdata
+    result = msame_run(om_bs4, vectors, tmp_path / "out", "--outfmt", "TXT")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[INFO] 3 outputs for 3 inputs" in result.stdout and "Execute sample success" in result.stdout
+    (run,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert sorted(p.name for p in run.iterdir()) == ["0_output_0.txt", "1_output_0.txt", "2_output_0.txt"]
+    assert (tmp_path / "out" / f"{run.name}.log").is_file() and str(run) in result.stdout
+    fp16 = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16",
+                      "--diff_image", "")
+    assert "PASS: fp16" in fp16.stdout, "atc's default force_fp16 output passes the fp16 preset"
+    fp32 = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", "", check=False)
+    assert fp32.returncode == 1, "...and is rightly refused by the fp32 preset"
+    run_script("GAN_txt2jpg.py", f"--txt_path={tmp_path / 'out'}", f"--infer_results_path={tmp_path / 'gen'}")
+    assert len(list((tmp_path / "gen").glob("*.jpg"))) == 3
+    perf = run_script("perf_calc.py", "--log", str(tmp_path / "out" / f"{run.name}.log"), "--json")
+    row = json.loads(perf.stdout)["logs"][0]
+    assert (row["tool"], row["batch_size"], row["chips"]) == ("msame", 4, 1)
+
+
+def test_error_with_exit_0_is_a_failure(om_bs4, testdata, tmp_path):
+    _, vectors = testdata
+    result = msame_run(om_bs4, vectors, tmp_path / "out", MSAME_DOUBLE_FAIL_DEVICES="0")
+    assert result.returncode == 1 and "msame failed on device(s) 0: [ERROR] execute model failed" in result.stderr
+    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")], "nothing presented as a run"
+
+
+def test_fewer_outputs_than_inputs_is_a_failure(om_bs4, testdata, tmp_path):
+    _, vectors = testdata
+    result = msame_run(om_bs4, vectors, tmp_path / "out", MSAME_DOUBLE_DROP="1")
+    assert result.returncode == 1 and "2 outputs for 3 inputs (missing 1)" in result.stderr
+
+
+def test_wrong_batch_model_is_a_failure(om_models, testdata, tmp_path):
+    _, vectors = testdata  # batches of 4 into a batch-16 model: msame reports [ERROR] per file and still exits 0
+    result = run_script("run_msame.sh", "--model", str(om_models / "GAN_bs16.om"), "--input", str(vectors), "--output",
+                        str(tmp_path / "out"), env=env_with(), check=False)
+    assert result.returncode == 1 and "0 outputs for 3 inputs" in result.stderr
+
+
+def test_msame_missing(om_bs4, testdata, tmp_path):
+    _, vectors = testdata
+    result = run_script("run_msame.sh", "--model", str(om_bs4 / "GAN_bs4.om"), "--input", str(vectors), "--output",
+                        str(tmp_path / "out"), env=env_without_tools(), cwd=tmp_path, check=False)
+    assert_clean_error(result, "msame not found", "$MSAME_BIN", "--tool ais_bench")
+    explicit = run_script("run_msame.sh", "--model", str(om_bs4 / "GAN_bs4.om"), "--input", str(vectors), "--output",
+                          str(tmp_path / "out"), "--msame", str(DOUBLES / "msame"), env=env_without_tools(), cwd=tmp_path)
+    assert "3 outputs for 3 inputs" in explicit.stdout
+
+
+def test_card_run_returns_every_output_exactly_once(om_bs4, tmp_path):
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    for i in range(10):
+        np.random.default_rng(i).standard_normal((4, 100), dtype=np.float32).tofile(vectors / f"{i}.bin")
+    single = msame_run(om_bs4, vectors, tmp_path / "one")
+    card = msame_run(om_bs4, vectors, tmp_path / "card", "--device", "0,1,2,3")
+    assert single.returncode == 0 and card.returncode == 0, card.stdout + card.stderr
+    (one,) = [p for p in (tmp_path / "one").iterdir() if p.is_dir()]
+    (four,) = [p for p in (tmp_path / "card").iterdir() if p.is_dir()]
+    names = sorted(p.name for p in four.iterdir())
+    assert names == sorted(f"{i}_output_0.bin" for i in range(10))
+    for name in names:
+        assert (four / name).read_bytes() == (one / name).read_bytes()
+    for device in range(4):
+        assert f"[device {device}] [INFO] pid:" in card.stdout
+    assert "[INFO] card summary: 4 devices" in card.stdout and "[INFO] 10 outputs for 10 inputs" in card.stdout
+    log = next((tmp_path / "card").glob("*.log"))
+    assert json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]["chips"] == 4
+
+
+def test_one_chip_failing_in_a_card_run(om_bs4, testdata, tmp_path):
+    _, vectors = testdata
+    result = msame_run(om_bs4, vectors, tmp_path / "out", "--device", "0,1,2", MSAME_DOUBLE_FAIL_DEVICES="2")
+    assert result.returncode == 1 and "failed on device(s) 2" in result.stderr
+    assert "[device 0] [INFO] pid:" in result.stdout
+    staging = [p for p in (tmp_path / "out").iterdir()]
+    assert len(staging) == 1 and staging[0].name.startswith(".staging_"), "kept for inspection, not presented as a run"
+
+
+def test_ais_bench(om_bs4, testdata, tmp_path):
+    images, vectors = testdata
+    result = msame_run(om_bs4, vectors, tmp_path / "out", "--tool", "ais_bench", "--device", "0,1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".bin") == ["0_0.bin", "1_0.bin", "2_0.bin"]
+    assert len(list(run.glob("device*_summary.json"))) == 2
+    assert "PASS: fp16" in run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}",
+                                      "--tolerance", "fp16", "--diff_image", "").stdout
+    log = next((tmp_path / "out").glob("*.log"))
+    row = json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]
+    assert (row["tool"], row["batch_size"], row["chips"]) == ("ais_bench", 4, 2)
+    failing = msame_run(om_bs4, vectors, tmp_path / "out2", "--tool", "ais_bench", AIS_DOUBLE_FAIL_DEVICES="0")
+    assert failing.returncode == 1 and "ais_bench failed on device(s) 0" in failing.stderr
