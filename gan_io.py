@@ -10,6 +10,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -202,17 +203,27 @@ def parse_txt(path, expected_count=None):
     """Read a whitespace-separated TXT output (msame's or ais_bench's) as a flat float32 array."""
     path = Path(path)
     try:
-        tokens = path.read_bytes().split()
+        # numpy's C parser; it needs the same count of values on every line, which msame's and ais_bench's
+        # current formats have. Anything else (msame before 2021-07: 100 values a line) takes the token path.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an empty file: reported below
+            values = np.loadtxt(path, dtype=np.float32, ndmin=1).ravel()
     except OSError as err:
         raise InputError(f"{path}: cannot read: {err.strerror}") from None
+    except ValueError:
+        values = _parse_tokens(path)
+    if expected_count is not None and (values.size == 0 or values.size % expected_count):
+        raise InputError(f"{path}: {values.size} values is not a whole number of outputs of {expected_count} values")
+    return values
+
+
+def _parse_tokens(path):
+    tokens = path.read_bytes().split()
     try:
-        values = np.array(tokens, dtype=np.float32)
+        return np.array(tokens, dtype=np.float32)
     except ValueError:
         bad = next(t for t in tokens if not _is_number(t))
         raise InputError(f"{path}: expected numbers, found {bad[:20].decode(errors='replace')!r}") from None
-    if expected_count is not None and values.size % expected_count:
-        raise InputError(f"{path}: {values.size} values is not a whole number of outputs of {expected_count} values")
-    return values
 
 
 def _is_number(token):

@@ -1,0 +1,157 @@
+"""Measure this machine: the online path (PyTorch eager) against the offline path (ONNX Runtime), and its limit.
+
+    python GAN_benchmark.py --pth weights/generator_mnist.pth
+
+At each batch size, each engine runs the same latents: after a warm-up, --rounds rounds of calls, each
+round long enough to last about --round_seconds; a round's figure is its mean time per call, and the
+reported latency is the median of the rounds (robust to a noisy neighbour). Engines: PyTorch eager
+(inference mode), ONNX Runtime fp32 (the exported model, with the runner's session options) and, with
+--int8, the int8 model of GAN_pth2onnx.py --quantize int8. The machine's limit for this model is a
+large fp32 matrix product measured in the same run, divided by the model's FLOPs per image (3.0 M).
+Every latency is also written as a log in the ONNX Runtime runner's format and read back through
+perf_calc.py, so the same tool computes every images/s figure.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan_io import LATENT_DIM, InputError, ensure_dir, latent_batch, run_main, write_bytes_atomic
+from models import load_generator
+from msame_onnxruntime import RUNNER_MARKER, Runner
+from perf_calc import throughput
+
+# Multiply-adds of the five Linear layers, x2 for FLOPs (BatchNorm, activations and Tanh are negligible).
+MODEL_FLOPS = 2 * (100 * 128 + 128 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--pth", required=True, help="generator checkpoint")
+    parser.add_argument("--onnx", default=None, help="fp32 ONNX model (default: exported from --pth into a temporary folder)")
+    parser.add_argument("--int8", default=None, help="int8 ONNX model from GAN_pth2onnx.py --quantize int8 (optional)")
+    parser.add_argument("--batch_sizes", default="1,16,64", help="comma-separated batch sizes")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per engine and batch size")
+    parser.add_argument("--round_seconds", type=float, default=0.3, help="approximate length of one round")
+    parser.add_argument("--log_dir", default="bench_logs", help="where the msame-style logs go")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser
+
+
+def time_rounds(call, rounds, round_seconds):
+    """Median over rounds of the mean time per call (ms), after a warm-up."""
+    start = time.perf_counter()
+    calls = 0
+    while calls < 20 or time.perf_counter() - start < 0.2:  # warm-up: caches, thread pools, allocator
+        call()
+        calls += 1
+    per_call = (time.perf_counter() - start) / calls
+    repeats = max(5, int(round_seconds / per_call))
+    means = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        means.append((time.perf_counter() - start) * 1000 / repeats)
+    return statistics.median(means)
+
+
+def matmul_peak_gflops(rounds, round_seconds, n=2048):
+    """The best fp32 matrix-product rate of this machine (torch and numpy BLAS), in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    rates = {}
+    for name, call in (("torch", lambda: torch.mm(ta, tb)), ("numpy", lambda: a @ b)):
+        rates[name] = 2 * n ** 3 / (time_rounds(call, rounds, round_seconds) / 1000) / 1e9
+    return max(rates.values()), rates
+
+
+def write_runner_log(path, model_name, batch, latency_ms, engine):
+    """A log in the ONNX Runtime runner's format, which perf_calc.py reads."""
+    text = (f"{RUNNER_MARKER}\n[INFO] model {model_name}, batch size {batch}, benchmark of {engine}, 1 worker(s) x "
+            f"{torch.get_num_threads()} thread(s)\nInference average time : {latency_ms:.6f} ms\n")
+    write_bytes_atomic(path, text.encode())
+
+
+def main(args):
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        raise InputError(f"--batch_sizes {args.batch_sizes!r}: expected comma-separated integers such as 1,16,64") from None
+    generator = load_generator(args.pth)
+    onnx_path = args.onnx
+    if onnx_path is None:
+        from GAN_pth2onnx import export_onnx
+
+        onnx_path = Path(tempfile.mkdtemp()) / "GAN.onnx"
+        export_onnx(generator, onnx_path, opset=11)
+    threads = torch.get_num_threads()
+    engines = {"pytorch_eager": None, "onnxruntime_fp32": Runner(onnx_path, threads)}
+    if args.int8:
+        engines["onnxruntime_int8"] = Runner(args.int8, threads)
+    log_dir = ensure_dir(args.log_dir, "log folder")
+
+    peak, peak_by_lib = matmul_peak_gflops(args.rounds, args.round_seconds)
+    limit = peak * 1e9 / MODEL_FLOPS
+    rows = []
+    for batch in batches:
+        z = latent_batch(0, 0, batch)
+        tz = torch.from_numpy(z)
+        for engine, runner in engines.items():
+            if runner is None:
+                def call():
+                    with torch.inference_mode():
+                        generator(tz)
+            else:
+                def call(runner=runner):
+                    runner.execute(z)
+            latency = time_rounds(call, args.rounds, args.round_seconds)
+            log = log_dir / f"{engine}_bs{batch}.log"
+            write_runner_log(log, Path(str(onnx_path if runner else args.pth)).name, batch, latency, engine)
+            figure = throughput(log)
+            rows.append({"engine": engine, "batch_size": batch, "latency_ms": figure["latency_ms"], "fps": figure["fps"],
+                         "share_of_limit": figure["fps"] / limit, "log": str(log)})
+    fps = {(r["engine"], r["batch_size"]): r["fps"] for r in rows}
+    ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
+    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
+               "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
+    result = {"machine": machine, "matmul_peak_gflops": peak, "matmul_gflops_by_library": peak_by_lib,
+              "model_mflops_per_image": MODEL_FLOPS / 1e6, "limit_images_per_s": limit, "rows": rows,
+              "ratio_to_pytorch": {str(b): r for b, r in ratios.items()}}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({threads} threads), "
+          f"onnxruntime {machine['onnxruntime']}")
+    print(f"limit: fp32 matmul {peak:.1f} GFLOP/s (torch {peak_by_lib['torch']:.1f}, numpy {peak_by_lib['numpy']:.1f}) / "
+          f"{MODEL_FLOPS / 1e6:.3f} MFLOP per image = {limit:,.0f} images/s")
+    print(f"{'engine':<18} {'batch':>5} {'latency_ms':>11} {'images/s':>12} {'x pytorch':>9} {'of limit':>9}")
+    for row in rows:
+        ratio = fps[(row["engine"], row["batch_size"])] / fps[("pytorch_eager", row["batch_size"])]
+        print(f"{row['engine']:<18} {row['batch_size']:>5} {row['latency_ms']:>11.4f} {row['fps']:>12,.0f} {ratio:>9.2f} "
+              f"{row['share_of_limit']:>9.1%}")
+    print(f"(latency: median of {args.rounds} rounds of the mean time per call; images/s by perf_calc.py from the logs in {log_dir}/)")
+    return 0
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, get_args_parser()))
