@@ -47,24 +47,30 @@ log=$workdir/GAN_bs$batch_size.log
 timings=()
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }  # bash 5: microseconds, no external tool
 seconds_since() { local us=$(($(now_us) - $1)); printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000)); }
-step() {  # step NAME COMMAND...: run one step, time it, stop the pipeline if it fails
-    local name=$1 start
+memory_file=$(mktemp)
+trap 'rm -f "$memory_file"' EXIT
+step() {  # step NAME COMMAND...: run one step, time it (and its peak memory, where GNU time exists), stop if it fails
+    local name=$1 start peak="-"
     shift
     echo "== $name: $*"
     start=$(now_us)
-    "$@"
-    timings+=("$(printf '%-10s %s s' "$name" "$(seconds_since "$start")")")
-}
-offline() {  # keep the runner's log for the throughput step, as the guide redirects msame's to GAN_bs64.log
-    bash "$here/run_msame.sh" --model "$workdir/GAN.onnx" --input "$workdir/vectors" --output "$workdir/out" --outfmt "$outfmt" > "$log"
-    grep -v '^Inference time:' "$log"
+    if [ -x /usr/bin/time ]; then
+        /usr/bin/time -f %M -o "$memory_file" "$@"
+        peak="$(($(tail -n 1 "$memory_file") / 1024)) MB"
+    else
+        "$@"
+    fi
+    timings+=("$(printf '%-10s %7s s  %8s' "$name" "$(seconds_since "$start")" "$peak")")
 }
 
 total_start=$(now_us)
 step export "$python" "$here/GAN_pth2onnx.py" --input_file="$pth" --output_file="$workdir/GAN.onnx"
 step testdata "$python" "$here/GAN_testdata.py" --online_path="$workdir/images" --offline_path="$workdir/vectors" \
     --pth_path="$pth" --iters "$iters" --batch_size "$batch_size" --seed "$seed" --quiet
-step offline offline
+# The runner's log is kept for the throughput step, as the guide keeps msame's in GAN_bs64.log.
+step offline bash -c 'bash "$0" --model "$1" --input "$2" --output "$3" --outfmt "$4" > "$5"' \
+    "$here/run_msame.sh" "$workdir/GAN.onnx" "$workdir/vectors" "$workdir/out" "$outfmt" "$log"
+grep -v '^Inference time:' "$log"
 step txt2jpg "$python" "$here/GAN_txt2jpg.py" --txt_path="$workdir/out" --infer_results_path="$workdir/genimg" --quiet
 step compare "$python" "$here/GAN_compare.py" --online_path="$workdir/images" --offline_path="$workdir/out" \
     --diff_image "$workdir/compare_first_batch.png" --quiet
@@ -80,7 +86,7 @@ cat <<DONE
   out/<run>/                offline outputs ($outfmt), $log the runner's log
   genimg/<i>.jpg            offline grids
   compare_first_batch.png   online | offline | magnified difference, first batch
-== time per step
+== time per step (and peak memory)
 DONE
 printf '  %s\n' "${timings[@]}"
-printf '  %-10s %s s\n' total "$total"
+printf '  %-10s %7s s\n' total "$total"
