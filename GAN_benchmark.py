@@ -75,10 +75,10 @@ def matmul_peak_gflops(rounds, round_seconds, n=2048):
     return max(rates.values()), rates
 
 
-def write_runner_log(path, model_name, batch, latency_ms, engine):
+def write_runner_log(path, model_name, batch, latency_ms, engine, threads):
     """A log in the ONNX Runtime runner's format, which perf_calc.py reads."""
     text = (f"{RUNNER_MARKER}\n[INFO] model {model_name}, batch size {batch}, benchmark of {engine}, 1 worker(s) x "
-            f"{torch.get_num_threads()} thread(s)\nInference average time : {latency_ms:.6f} ms\n")
+            f"{threads} thread(s)\nInference average time : {latency_ms:.6f} ms\n")
     write_bytes_atomic(path, text.encode())
 
 
@@ -95,9 +95,10 @@ def main(args):
         onnx_path = Path(tempfile.mkdtemp()) / "GAN.onnx"
         export_onnx(generator, onnx_path, opset=11)
     threads = torch.get_num_threads()
-    engines = {"pytorch_eager": None, "onnxruntime_fp32": Runner(onnx_path, threads)}
+    # The ONNX Runtime engines as the runner configures them (thread count per model type, I/O binding).
+    engines = {"pytorch_eager": None, "onnxruntime_fp32": Runner(onnx_path)}
     if args.int8:
-        engines["onnxruntime_int8"] = Runner(args.int8, threads)
+        engines["onnxruntime_int8"] = Runner(args.int8)
     log_dir = ensure_dir(args.log_dir, "log folder")
 
     peak, peak_by_lib = matmul_peak_gflops(args.rounds, args.round_seconds)
@@ -116,7 +117,8 @@ def main(args):
                     runner.execute(z)
             latency = time_rounds(call, args.rounds, args.round_seconds)
             log = log_dir / f"{engine}_bs{batch}.log"
-            write_runner_log(log, Path(str(onnx_path if runner else args.pth)).name, batch, latency, engine)
+            model_name = Path(str(runner.model_path if runner else args.pth)).name
+            write_runner_log(log, model_name, batch, latency, engine, runner.threads if runner else threads)
             figure = throughput(log)
             rows.append({"engine": engine, "batch_size": batch, "latency_ms": figure["latency_ms"], "fps": figure["fps"],
                          "share_of_limit": figure["fps"] / limit, "log": str(log)})
