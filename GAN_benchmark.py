@@ -75,6 +75,26 @@ def matmul_peak_gflops(rounds, round_seconds, n=2048):
     return max(rates.values()), rates
 
 
+def txt_io_ms(rounds, round_seconds, rows=64):
+    """ms per batch of (rows, 1, 28, 28) outputs: msame-format TXT writing against np.savetxt, reading against np.loadtxt."""
+    import io
+
+    from gan_io import format_msame_txt, parse_txt
+
+    images = np.tanh(np.random.default_rng(0).standard_normal((rows, 1, 28, 28))).astype(np.float32)
+
+    def savetxt():
+        np.savetxt(io.StringIO(), images.reshape(-1, 28), fmt="%g", delimiter=" ", newline=" \n")
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "0_output_0.txt"
+        path.write_text(format_msame_txt(images))
+        return {"write_ours": time_rounds(lambda: format_msame_txt(images), rounds, round_seconds),
+                "write_np_savetxt": time_rounds(savetxt, rounds, round_seconds),
+                "read_ours": time_rounds(lambda: parse_txt(path, 784), rounds, round_seconds),
+                "read_np_loadtxt": time_rounds(lambda: np.loadtxt(path, dtype=np.float32), rounds, round_seconds)}
+
+
 def write_runner_log(path, model_name, batch, latency_ms, engine, threads):
     """A log in the ONNX Runtime runner's format, which perf_calc.py reads."""
     text = (f"{RUNNER_MARKER}\n[INFO] model {model_name}, batch size {batch}, benchmark of {engine}, 1 worker(s) x "
@@ -126,7 +146,8 @@ def main(args):
     ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
                "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
-    result = {"machine": machine, "matmul_peak_gflops": peak, "matmul_gflops_by_library": peak_by_lib,
+    txt = txt_io_ms(args.rounds, args.round_seconds)
+    result = {"machine": machine, "txt_io_ms_per_batch_of_64": txt, "matmul_peak_gflops": peak, "matmul_gflops_by_library": peak_by_lib,
               "model_mflops_per_image": MODEL_FLOPS / 1e6, "limit_images_per_s": limit, "rows": rows,
               "ratio_to_pytorch": {str(b): r for b, r in ratios.items()}}
     if args.json:
@@ -141,6 +162,9 @@ def main(args):
         ratio = fps[(row["engine"], row["batch_size"])] / fps[("pytorch_eager", row["batch_size"])]
         print(f"{row['engine']:<18} {row['batch_size']:>5} {row['latency_ms']:>11.4f} {row['fps']:>12,.0f} {ratio:>9.2f} "
               f"{row['share_of_limit']:>9.1%}")
+    print(f"msame TXT, one batch of 64: write {txt['write_ours']:.2f} ms (np.savetxt {txt['write_np_savetxt']:.2f} ms, "
+          f"x{txt['write_np_savetxt'] / txt['write_ours']:.2f}), read {txt['read_ours']:.2f} ms "
+          f"(np.loadtxt {txt['read_np_loadtxt']:.2f} ms, x{txt['read_np_loadtxt'] / txt['read_ours']:.2f})")
     print(f"(latency: median of {args.rounds} rounds of the mean time per call; images/s by perf_calc.py from the logs in {log_dir}/)")
     return 0
 

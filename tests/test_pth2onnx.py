@@ -54,3 +54,22 @@ def test_export_prints_the_difference_per_batch(checkpoint, tmp_path):
     result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={tmp_path / 'g.onnx'}")
     diffs = [float(line.split("=")[1]) for line in result.stdout.splitlines() if "max |onnxruntime - pytorch|" in line]
     assert len(diffs) == 3 and max(diffs) < 1e-5
+
+
+def test_int8_model_is_a_second_file_close_to_pytorch(checkpoint, testdata, tmp_path):
+    from msame_onnxruntime import Runner
+
+    path = tmp_path / "GAN.onnx"
+    result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={path}", "--quantize", "int8")
+    int8 = tmp_path / "GAN_int8.onnx"
+    assert path.is_file() and int8.is_file() and int8.stat().st_size < path.stat().st_size / 3
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    cosines = [float(line.rsplit("cosine ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("int8 batch")]
+    assert len(cosines) == 3 and min(cosines) >= 0.999
+    assert Runner(int8).threads == 1 and Runner(path).threads >= 1
+    images, vectors = testdata
+    run_script("run_msame.sh", "--model", str(int8), "--input", str(vectors), "--output", str(tmp_path / "out"))
+    passed = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "int8",
+                        "--diff_image", "")
+    assert "PASS: int8" in passed.stdout
