@@ -1,6 +1,6 @@
 """Train models.py's Generator on MNIST and save it as a plain state_dict with the official file's keys.
 
-    python GAN_train.py --data_root ../shared/data --epochs 60 --seed 1 --output weights/generator_mnist.pth
+    python GAN_train.py --data_root ../shared/data --epochs 130 --seed 1 --eval_model weights/mnist_classifier.onnx --output weights/generator_mnist.pth
 
 Recipe: PyTorch-GAN gan.py's (Adam lr 2e-4, betas 0.5/0.999, batch 64, non-saturating BCE loss), with a
 Discriminator made harder to fool into mode collapse: spectral norm on every layer and a minibatch-stddev
@@ -29,7 +29,7 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data_root", required=True, help="folder holding MNIST/raw/*-idx*-ubyte (torchvision's layout)")
     parser.add_argument("--download", action="store_true", help="download MNIST into --data_root first (needs internet)")
-    parser.add_argument("--epochs", type=positive_int, default=60, help="passes over the training set")
+    parser.add_argument("--epochs", type=positive_int, default=130, help="passes over the training set")
     parser.add_argument("--batch_size", type=positive_int, default=64, help="images per step")
     parser.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate of both networks")
     parser.add_argument("--seed", type=int, default=1, help="seed of torch and numpy")

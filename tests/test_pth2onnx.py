@@ -4,7 +4,7 @@ import onnxruntime as ort
 import torch
 
 from conftest import random_generator, run_script
-from GAN_pth2onnx import FoldedGenerator, compare_with_pytorch
+from GAN_pth2onnx import ExportGenerator, compare_with_pytorch
 
 
 def test_export_names_shapes_opset_and_graph(onnx_model):
@@ -18,8 +18,8 @@ def test_export_names_shapes_opset_and_graph(onnx_model):
     assert isinstance(in_dims[0], str) and in_dims[1] == 100, "dynamic batch, 100 features"
     assert isinstance(out_dims[0], str) and out_dims[1:] == [1, 28, 28]
     ops = [n.op_type for n in model.graph.node]
-    assert "BatchNormalization" not in ops, "BatchNorm is folded into the Gemm before it"
-    assert ops.count("Gemm") == 5 and ops.count("Reshape") == 1 and "Shape" not in ops
+    assert ops.count("Gemm") == 5 and ops.count("BatchNormalization") == 3, "the layers as they are, by default"
+    assert ops.count("Reshape") == 1 and "Shape" not in ops and "Concat" not in ops, "a constant-shape reshape"
 
 
 def test_onnx_matches_pytorch_at_1_16_64(checkpoint, onnx_model):
@@ -36,16 +36,17 @@ def test_folding_is_the_same_function():
     generator = random_generator(5)
     z = torch.randn(64, 100)
     with torch.no_grad():
-        assert torch.allclose(FoldedGenerator(generator)(z), generator(z), atol=2e-6)
+        assert torch.allclose(ExportGenerator(generator, fold=True)(z), generator(z), atol=2e-6)
+        assert torch.equal(ExportGenerator(generator)(z), generator(z))
 
 
-def test_unfolded_export_and_other_opset(checkpoint, tmp_path):
-    path = tmp_path / "plain.onnx"
-    result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={path}", "--no_fold", "--opset", "13")
+def test_folded_export_and_other_opset(checkpoint, tmp_path):
+    path = tmp_path / "folded.onnx"
+    result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={path}", "--fold", "--opset", "13")
     assert "batch  64: max |onnxruntime - pytorch|" in result.stdout
     model = onnx.load(str(path))
     assert model.opset_import[0].version == 13
-    assert [n.op_type for n in model.graph.node].count("BatchNormalization") == 3
+    assert [n.op_type for n in model.graph.node] == ["Gemm", "LeakyRelu"] * 4 + ["Gemm", "Tanh", "Constant", "Reshape"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.run(None, {"Z": np.zeros((3, 100), np.float32)})[0].shape == (3, 1, 28, 28)
 
