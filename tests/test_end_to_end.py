@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import ROOT, no_torch_env
 
-OFFLINE_STEPS = ("run_msame.sh", "msame_onnxruntime.py", "GAN_txt2jpg.py", "GAN_compare.py", "perf_calc.py")
+OFFLINE_STEPS = ("run_msame.sh", "msame_onnxruntime.py", "GAN_txt2jpg.py", "GAN_compare.py", "GAN_eval.py", "perf_calc.py")
 
 
 def readme_commands():
@@ -32,7 +32,7 @@ def workspace(tmp_path):
     for path in ROOT.iterdir():
         if path.suffix in (".py", ".sh") or path.name == "README.md":
             shutil.copy(path, work / path.name)
-    (work / "weights").mkdir()
+    shutil.copytree(ROOT / "weights", work / "weights", ignore=shutil.ignore_patterns("*_train"))
     return work
 
 

@@ -68,3 +68,14 @@ def test_missing_and_unreadable_checkpoints(tmp_path):
     torch.save(torch.zeros(3), tensors_not_dict)
     assert_clean_error(run_script("GAN_pth2onnx.py", f"--input_file={tensors_not_dict}", check=False), tensors_not_dict,
                        "not a generator checkpoint")
+
+
+def test_bundled_generator_is_the_default_and_loads():
+    from conftest import ROOT
+
+    path = ROOT / "weights" / "generator_mnist.pth"
+    assert path.stat().st_size <= 7_000_000
+    assert set(torch.load(path, weights_only=True)) == OFFICIAL_KEYS
+    images = load_generator(path)(torch.randn(8, 100))
+    assert images.shape == (8, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    assert "weights/generator_mnist.pth" in (ROOT / "run_pipeline.sh").read_text()
