@@ -1,7 +1,8 @@
 """What several pipeline steps share: tensor files, msame's TXT format, run folders, image grids, errors.
 
-This module imports only numpy and Pillow, so the offline half of the pipeline (the ONNX Runtime runner,
-GAN_txt2jpg.py, GAN_compare.py, perf_calc.py) runs on an inference host that has no torch.
+This module imports only numpy and Pillow, so the offline half of the pipeline (the ONNX Runtime runner, the
+driver of msame and ais_bench, GAN_txt2jpg.py, GAN_compare.py, GAN_eval.py, perf_calc.py) runs on an inference
+host that has no torch.
 """
 import argparse
 import contextlib
@@ -25,17 +26,21 @@ class InputError(Exception):
     """A problem the user can fix (missing file, wrong size, wrong format). Printed as one line, no traceback."""
 
 
-def run_main(main, parser, argv=None):
+def run_main(main, parser, argv=None, pass_unknown=False):
     """Run a step's main(args); a user error ends as one line on stderr and a non-zero exit, no traceback.
 
-    Bad flags exit 2 (argparse's convention), bad files exit 1.
+    Bad flags exit 2 (argparse's convention), bad files exit 1. With pass_unknown, flags the parser does
+    not know are kept in args.unknown (for a driver that hands them to the tool it runs).
     """
     def one_line_error(message):
         print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 
     parser.error = one_line_error
-    args = parser.parse_args(argv)
+    if pass_unknown:
+        args, args.unknown = parser.parse_known_args(argv)
+    else:
+        args = parser.parse_args(argv)
     try:
         return main(args)
     except InputError as err:

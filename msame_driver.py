@@ -23,7 +23,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from gan_io import LATENT_DIM, InputError, check_input, ensure_dir, list_inputs, new_run_folder, parse_devices, run_main
+from gan_io import (LATENT_DIM, InputError, check_input, ensure_dir, list_inputs, new_run_folder, parse_devices, run_main,
+                    write_bytes_atomic)
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
 PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
@@ -113,7 +114,7 @@ def card_summary(tool, logs):
     return lines
 
 
-def main(args, extra=()):
+def main(args):
     model = Path(args.model)
     if not model.is_file():
         raise InputError(f"{model}: no such .om model (make it with atc_convert.sh)")
@@ -135,7 +136,7 @@ def main(args, extra=()):
         for path in share:
             (inputs / path.name).symlink_to(path.resolve())
         command = tool_command + ["--model", str(model.resolve()), "--input", str(inputs), "--output", str(out),
-                                  "--outfmt", args.outfmt, "--device", str(device), *extra]
+                                  "--outfmt", args.outfmt, "--device", str(device), *getattr(args, "unknown", [])]
         log_file = open(staging / f"device{device}.log", "w")
         processes[device] = (subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True), log_file)
         print(f"[INFO] device {device}: {len(share)} file(s): {' '.join(command)}", flush=True)
@@ -178,14 +179,12 @@ def main(args, extra=()):
         raise InputError(f"{run_dir}: {gathered} outputs for {len(files)} inputs")
     combined += [str(run_dir), "[INFO] Execute sample success (every device's log and output checked)"]
     log_path = output_root / f"{run_dir.name}.log"
-    log_path.write_text("\n".join(combined) + "\n")
+    write_bytes_atomic(log_path, ("\n".join(combined) + "\n").encode())
     shutil.rmtree(staging)
-    print("\n".join(combined[1:]))
+    print("\n".join(combined))
     print(f"[INFO] log kept in {log_path}")
     return 0
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    known, unknown = parser.parse_known_args()
-    sys.exit(run_main(lambda args: main(args, unknown), parser, argv=[a for a in sys.argv[1:] if a not in unknown]))
+    sys.exit(run_main(main, get_args_parser(), pass_unknown=True))

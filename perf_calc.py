@@ -11,7 +11,7 @@ throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each
 --chips overrides (a 310P has 1 chip). The batch comes from --batch_size, else from the log (a model name
 such as GAN_bs16.om, trtexec's --shapes, ais_bench's summary, the runner's own line). With --baseline, each
 log is compared with the baseline of the same batch: the ModelZoo rule asks for at least 0.5 x its fps.
-Needs only the Python standard library.
+Needs no torch and no onnxruntime (numpy, through gan_io.py).
 """
 import argparse
 import json
