@@ -105,9 +105,9 @@ def main(args):
             factor = save_diff_picture(online.reshape(-1, 1, 28, 28), offline.reshape(-1, 1, 28, 28), args.diff_image)
             picture_note = f"; batch {i} pictured in {args.diff_image} (difference magnified x{factor:.3g})"
     cosine = dot / np.sqrt(norm_on * norm_off)
-    print(f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {abs_sum / count:.3e}, "
-          f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)")
     mean_abs = abs_sum / count
+    print(f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {mean_abs:.3e}, "
+          f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)")
     passed = worst <= max_abs_limit and cosine >= cosine_limit and (mean_abs_limit is None or mean_abs <= mean_abs_limit)
     limits = f"max_abs <= {max_abs_limit:g}" + (f", mean_abs <= {mean_abs_limit:g}" if mean_abs_limit else "")
     print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({limits}, cosine >= {cosine_limit:g})"

@@ -110,8 +110,8 @@ def latent_batch(seed, index, batch_size):
 # ---------------------------------------------------------------------------------------------------------
 # Raw float32 tensors (.bin), as GAN_testdata.py writes them and msame reads and writes them.
 
-def read_bin(path, row_size, what="float32 file"):
-    """Read a raw float32 file as (rows, row_size); refuse a size that is not a whole number of rows."""
+def count_rows(path, row_size, what="float32 file"):
+    """Rows of `row_size` float32 in a raw file, from its size; refuse a size that is not a whole number of rows."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -119,8 +119,13 @@ def read_bin(path, row_size, what="float32 file"):
         raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
     row_bytes = row_size * 4
     if size == 0 or size % row_bytes:
-        raise InputError(f"{path}: {size} bytes is not a whole number of rows of {row_size} float32 "
-                         f"({row_bytes} bytes each)")
+        raise InputError(f"{path}: {size} bytes is not a whole number of rows of {row_size} float32 ({row_bytes} bytes each)")
+    return size // row_bytes
+
+
+def read_bin(path, row_size, what="float32 file"):
+    """Read a raw float32 file as (rows, row_size); refuse a size that is not a whole number of rows."""
+    count_rows(path, row_size, what)
     return np.fromfile(path, dtype=np.float32).reshape(-1, row_size)
 
 
@@ -145,11 +150,7 @@ def parse_devices(text):
 
 def check_input(path, features, fixed_batch):
     """Rows in an input file, refusing a size that is not a whole number of rows (or not the model's batch)."""
-    size = path.stat().st_size
-    row_bytes = features * 4
-    if size == 0 or size % row_bytes:
-        raise InputError(f"{path}: {size} bytes is not a whole number of rows of {features} float32 ({row_bytes} bytes each)")
-    rows = size // row_bytes
+    rows = count_rows(path, features, "input file")
     if fixed_batch is not None and rows != fixed_batch:
         raise InputError(f"{path}: {rows} rows, but the model takes batches of exactly {fixed_batch}")
     return rows

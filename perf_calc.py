@@ -72,18 +72,22 @@ def parse_log(path):
         text = path.read_text(errors="replace")
     except OSError as err:
         raise InputError(f"{path}: cannot read log: {err.strerror}") from None
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
+    if text.lstrip().startswith("{"):
         return _parse_ais_json(path, text)
     if RUNNER_MARKER in text:
-        return _parse_msame_like(path, text, "onnxruntime")
-    if "NPU_compute_time" in text or "Performance Summary" in text:
-        return _parse_ais_text(path, text)
-    if "GPU Compute" in text:
-        return _parse_trtexec(path, text)
-    if "Inference average time" in text or MSAME_PER_RUN.search(text):
-        return _parse_msame_like(path, text, "msame")
-    raise InputError(f"{path}: no timing line of a known tool; known formats: {'; '.join(KNOWN_FORMATS)}")
+        result = _parse_msame_like(path, text, "onnxruntime")
+    elif "NPU_compute_time" in text or "Performance Summary" in text:
+        result = _parse_ais_text(path, text)
+    elif "GPU Compute" in text:
+        result = _parse_trtexec(path, text)
+    elif "Inference average time" in text or MSAME_PER_RUN.search(text):
+        result = _parse_msame_like(path, text, "msame")
+    else:
+        raise InputError(f"{path}: no timing line of a known tool; known formats: {'; '.join(KNOWN_FORMATS)}")
+    card = CARD_DEVICES.search(text)  # a card run of run_msame.sh says how many chips it used
+    if card:
+        result["chips"] = int(card.group(1))
+    return result
 
 
 def _batch_from_names(text):
@@ -103,9 +107,6 @@ def _parse_msame_like(path, text, tool):
         match = RUNNER_BATCH.search(text)
         if match:
             result["batch_size"], result["chips"] = int(match.group(1)), int(match.group(2))
-    card = CARD_DEVICES.search(text)
-    if card:
-        result["chips"] = int(card.group(1))
     return result
 
 
@@ -123,9 +124,8 @@ def _parse_ais_text(path, text):
         if throughput:  # 2022-06/07 wording carries no batch: recover it from its own formula
             batch = round(float(throughput.group(1)) * latencies[0] / 1000)
     devices = set(AIS_DEVICES.findall(text))
-    card = CARD_DEVICES.search(text)
     return {"tool": "ais_bench", "latency_ms": sum(latencies) / len(latencies),
-            "batch_size": batch or _batch_from_names(text), "chips": int(card.group(1)) if card else len(devices) or None}
+            "batch_size": batch or _batch_from_names(text), "chips": len(devices) or None}
 
 
 def _parse_ais_json(path, text):
