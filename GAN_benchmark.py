@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_io import LATENT_DIM, InputError, ensure_dir, latent_batch, run_main, write_bytes_atomic
+from gan_cli import InputError, run_main
+from gan_io import ensure_dir, latent_batch, write_bytes_atomic
 from models import load_generator
 from msame_onnxruntime import RUNNER_MARKER, Runner
 from perf_calc import throughput
@@ -113,7 +114,7 @@ def main(args):
         from GAN_pth2onnx import export_onnx
 
         onnx_path = Path(tempfile.mkdtemp()) / "GAN.onnx"
-        export_onnx(generator, onnx_path, opset=11)
+        onnx_path.write_bytes(export_onnx(generator, opset=11))
     threads = torch.get_num_threads()
     # The ONNX Runtime engines as the runner configures them (thread count per model type, I/O binding).
     engines = {"pytorch_eager": None, "onnxruntime_fp32": Runner(onnx_path)}

@@ -3,12 +3,12 @@
     python GAN_compare.py --online_path=images --offline_path=out
 
 Pairs every online images/<i>.bin with offline output i (msame or ais_bench naming; TXT, BIN or NPY; the
-newest run folder under --offline_path), prints per-batch and overall max absolute error, mean absolute
+newest run under --offline_path, refused if it is not complete; gan_runs.py), prints per-batch and overall max absolute error, mean absolute
 error and cosine similarity, then one PASS/FAIL line against the tolerance preset:
   fp32  max abs <= 1e-4, cosine >= 0.99999  (ONNX Runtime, or an .om built with --precision_mode must_keep_origin_dtype)
   fp16  max abs <= 2e-2, cosine >= 0.999    (an .om built with atc's default force_fp16)
   int8  max abs <= 1.0, mean abs <= 1e-2, cosine >= 0.999  (GAN_pth2onnx.py --quantize int8 on ONNX Runtime)
-Exits 1 on FAIL or when a batch is missing on either side. Also saves a picture of the first batch:
+Exits 1 on FAIL, when a batch is missing on either side, or when either side holds NaN or Inf. Also saves a picture of the first batch:
 online | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
 """
 import argparse
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_io import (InputError, atomic_path, find_run_folder, grid_array, list_output_files, numbered_files, read_bin,
-                    read_output, run_main, IMG_SIZE)
+from gan_cli import InputError, check_output_file, refuse_overlap, run_main, short_list
+from gan_io import IMG_SIZE, atomic_path, grid_array, numbered_files, read_online, read_output
+from gan_runs import open_run
 
 TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs error or None)
     "fp32": (1e-4, 0.99999, None),
@@ -43,27 +44,28 @@ def get_args_parser():
     return parser
 
 
-def pair_batches(online_path, offline_path):
-    """(run folder, [(i, online path, offline path)]): every batch on both sides, or an error naming the missing ones."""
+def pair_batches(online_path, run):
+    """[(i, online path, offline path)] for every batch on both sides, or an error naming the missing ones."""
     online = numbered_files(online_path, ".bin") if Path(online_path).is_dir() else None
     if not online:
         raise InputError(f"{online_path}: no online outputs <i>.bin (made by GAN_testdata.py)")
-    run_dir = find_run_folder(offline_path)
-    offline = list_output_files(run_dir)
+    offline = run.outputs
     only_online, only_offline = sorted(set(online) - set(offline)), sorted(set(offline) - set(online))
     if only_online or only_offline:
         parts = []
         if only_online:
-            parts.append(f"batches {_ranges(only_online)} are in {online_path} but missing from {run_dir}")
+            parts.append(f"batches {short_list(only_online)} are in {online_path} but missing from {run.path}")
         if only_offline:
-            parts.append(f"batches {_ranges(only_offline)} are in {run_dir} but missing from {online_path}")
+            parts.append(f"batches {short_list(only_offline)} are in {run.path} but missing from {online_path}")
         raise InputError("; ".join(parts))
-    return run_dir, [(i, online[i], offline[i]) for i in sorted(online)]
+    return [(i, online[i], offline[i]) for i in sorted(online)]
 
 
-def _ranges(indexes, limit=6):
-    shown = ", ".join(map(str, indexes[:limit]))
-    return shown + (f" and {len(indexes) - limit} more" if len(indexes) > limit else "")
+def cosine_of(dot, norm2_a, norm2_b):
+    """Cosine similarity from a dot product and two squared norms; two all-zero sides are identical (1), one is not (0)."""
+    if norm2_a > 0 and norm2_b > 0:
+        return dot / float(np.sqrt(norm2_a * norm2_b))
+    return 1.0 if norm2_a == norm2_b else 0.0
 
 
 def save_diff_picture(online, offline, path):
@@ -83,13 +85,20 @@ def save_diff_picture(online, offline, path):
 def main(args):
     started = time.perf_counter()
     max_abs_limit, cosine_limit, mean_abs_limit = TOLERANCES[args.tolerance]
-    run_dir, pairs = pair_batches(args.online_path, args.offline_path)
+    run = open_run(args.offline_path)
+    if args.diff_image:
+        check_output_file(args.diff_image, "--diff_image")
+        refuse_overlap([("--online_path", args.online_path), ("--offline_path", args.offline_path), ("the run folder", run.path)],
+                       [("--diff_image", args.diff_image)])
+    pairs = pair_batches(args.online_path, run)
+    run_dir = run.path
+    print(f"reading {run.note}")
     worst, abs_sum, count, dot, norm_on, norm_off = 0.0, 0.0, 0, 0.0, 0.0, 0.0
     picture_note = ""
     if not args.quiet:
         print(f"{'batch':>6} {'images':>6} {'max_abs':>10} {'mean_abs':>10} {'cosine':>10}")
     for n, (i, online_file, offline_file) in enumerate(pairs):
-        online = read_bin(online_file, IMG_SIZE, "online output").astype(np.float64).ravel()
+        online = read_online(online_file).astype(np.float64).ravel()
         offline = read_output(offline_file).astype(np.float64).ravel()
         if online.size != offline.size:
             raise InputError(f"{offline_file}: {offline.size // IMG_SIZE} images, but {online_file} has {online.size // IMG_SIZE}")
@@ -98,13 +107,13 @@ def main(args):
         b_dot, b_on, b_off = float((online * offline).sum()), float((online * online).sum()), float((offline * offline).sum())
         b_max = float(diff.max())
         if not args.quiet:
-            print(f"{i:>6} {online.size // IMG_SIZE:>6} {b_max:>10.3e} {diff.mean():>10.3e} {b_dot / np.sqrt(b_on * b_off):>10.7f}")
+            print(f"{i:>6} {online.size // IMG_SIZE:>6} {b_max:>10.3e} {diff.mean():>10.3e} {cosine_of(b_dot, b_on, b_off):>10.7f}")
         worst, abs_sum, count = max(worst, b_max), abs_sum + float(diff.sum()), count + diff.size
         dot, norm_on, norm_off = dot + b_dot, norm_on + b_on, norm_off + b_off
         if n == 0 and args.diff_image:
             factor = save_diff_picture(online.reshape(-1, 1, 28, 28), offline.reshape(-1, 1, 28, 28), args.diff_image)
             picture_note = f"; batch {i} pictured in {args.diff_image} (difference magnified x{factor:.3g})"
-    cosine = dot / np.sqrt(norm_on * norm_off)
+    cosine = cosine_of(dot, norm_on, norm_off)
     mean_abs = abs_sum / count
     print(f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {mean_abs:.3e}, "
           f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)")

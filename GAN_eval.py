@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_io import (IMG_SIZE, InputError, find_run_folder, list_output_files, numbered_files, read_bin, read_output,
-                    run_main, positive_int)
+from gan_cli import InputError, positive_int, run_main
+from gan_io import numbered_files, onnx_session, read_bytes, read_online, read_output
+from gan_runs import list_output_files, open_run
 
 HERE = Path(__file__).resolve().parent
 CLASSIFIER = HERE / "weights" / "mnist_classifier.onnx"
@@ -64,14 +65,29 @@ class DigitScorer:
     """The classifier on ONNX Runtime, with streaming accumulators so that any number of images fits in memory."""
 
     def __init__(self, classifier=CLASSIFIER, reference_stats=REFERENCE_STATS):
-        import onnxruntime as ort
-
         for path in (classifier, reference_stats):
             if not Path(path).is_file():
                 raise InputError(f"{path}: missing (train it with GAN_eval.py --train_classifier --data_root DIR)")
-        self.session = ort.InferenceSession(str(classifier), providers=["CPUExecutionProvider"])
-        stats = np.load(reference_stats)
-        self.ref_mu, self.ref_cov = stats["mu"].astype(np.float64), stats["cov"].astype(np.float64)
+        self.session = onnx_session(classifier, what="classifier ONNX model")
+        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        if names != (["image"], ["logits", "features"]):
+            raise InputError(f"{classifier}: not the digit classifier of GAN_eval.py (expected input 'image', outputs "
+                             f"'logits' and 'features'; found {names[0]} and {names[1]})")
+        self.feature_size = self.session.get_outputs()[1].shape[-1]
+        self.ref_mu, self.ref_cov = self._reference(reference_stats)
+
+    def _reference(self, path):
+        """The real images' feature mean and covariance; a file that is not such an .npz is refused (no pickles)."""
+        try:
+            with np.load(path, allow_pickle=False) as stats:
+                mu, cov = stats["mu"].astype(np.float64), stats["cov"].astype(np.float64)
+        except Exception as err:  # noqa: BLE001 - np.load fails in many ways (zip, pickle refused, missing key)
+            raise InputError(f"{path}: not the reference statistics of GAN_eval.py (an .npz with arrays mu and cov): "
+                             f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}") from None
+        size = self.feature_size if isinstance(self.feature_size, int) else len(mu)
+        if mu.shape != (size,) or cov.shape != (size, size) or not (np.isfinite(mu).all() and np.isfinite(cov).all()):
+            raise InputError(f"{path}: expected finite mu ({size},) and cov ({size}, {size}), found {mu.shape} and {cov.shape}")
+        return mu, cov
 
     def features(self, images):
         """(probabilities (N, 10), penultimate features (N, F)) of images in [-1, 1], (N, 1, 28, 28)."""
@@ -108,19 +124,18 @@ class DigitScorer:
 
 
 def generated_batches(path):
-    """The generator outputs in `path`: online <i>.bin files, or the output files of an offline run."""
+    """(description, how it was read, batches) of the generator outputs in `path`: online <i>.bin files, or an offline run."""
     path = Path(path)
     online = numbered_files(path, ".bin") if path.is_dir() else {}
     if online and not list_output_files(path):
-        return f"{path} (online)", (read_bin(online[i], IMG_SIZE, "online output").reshape(-1, 1, 28, 28) for i in sorted(online))
-    run_dir = find_run_folder(path)
-    outputs = list_output_files(run_dir)
-    return f"{run_dir} (offline)", (read_output(outputs[i]) for i in sorted(outputs))
+        return f"{path} (online)", f"{path} (online outputs of GAN_testdata.py)", (read_online(online[i]) for i in sorted(online))
+    run = open_run(path)
+    return f"{run.path} (offline)", run.note, (read_output(run.outputs[i]) for i in sorted(run.outputs))
 
 
 def read_idx_images(path):
     """An MNIST idx3 image file as uint8 (N, 28, 28)."""
-    data = Path(path).read_bytes()
+    data = read_bytes(path, "MNIST idx3 image file")
     if len(data) < 16 or int.from_bytes(data[:4], "big") != 2051:
         raise InputError(f"{path}: not an MNIST idx3 image file (magic 2051)")
     count, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
@@ -130,7 +145,7 @@ def read_idx_images(path):
 
 
 def read_idx_labels(path):
-    data = Path(path).read_bytes()
+    data = read_bytes(path, "MNIST idx1 label file")
     if len(data) < 8 or int.from_bytes(data[:4], "big") != 2049:
         raise InputError(f"{path}: not an MNIST idx1 label file (magic 2049)")
     return np.frombuffer(data, np.uint8, offset=8)
@@ -152,10 +167,14 @@ def train_classifier(args):
     import torch.nn as nn
     import torch.nn.functional as F
 
+    from gan_cli import check_output_file, refuse_overlap
     from gan_io import atomic_path
 
     if not args.data_root:
         raise InputError("--train_classifier needs --data_root (the folder holding MNIST/raw)")
+    classifier = check_output_file(args.classifier, "--classifier")
+    check_output_file(args.reference_stats, "--reference_stats")
+    refuse_overlap([("--data_root", args.data_root)], [("--classifier", classifier), ("--reference_stats", args.reference_stats)])
     torch.manual_seed(args.seed)
     train_x, train_y = (torch.from_numpy(a.copy()) for a in mnist_split(args.data_root, train=True))
     test_x, test_y = (torch.from_numpy(a.copy()) for a in mnist_split(args.data_root, train=False))
@@ -193,8 +212,6 @@ def train_classifier(args):
             correct = sum(int((model(test_x[s:s + 1000])[0].argmax(1) == test_y[s:s + 1000]).sum()) for s in range(0, len(test_x), 1000))
         print(f"epoch {epoch + 1}/{args.epochs}: test accuracy {correct / len(test_x):.4f} ({time.time() - started:.0f} s)", flush=True)
 
-    classifier = Path(args.classifier)
-    classifier.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), atomic_path(classifier) as tmp:
         torch.onnx.export(model, torch.zeros(1, 1, 28, 28), str(tmp), input_names=["image"], output_names=["logits", "features"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
@@ -220,8 +237,8 @@ def main(args):
         pick = np.random.default_rng(0).choice(len(images), args.real_samples, replace=False)
         rows.append(dict(scorer.score_batches([images[np.sort(pick)]]), source=f"real MNIST train ({args.real_samples})"))
     for path in args.images_path:
-        source, batches = generated_batches(path)
-        rows.append(dict(scorer.score_batches(batches), source=source))
+        source, note, batches = generated_batches(path)
+        rows.append(dict(scorer.score_batches(batches), source=source, read=note))
     for row in rows:
         row["targets_met"] = all(row[k] >= v for k, v in TARGETS.items())
     if args.json:
@@ -231,6 +248,9 @@ def main(args):
     for row in rows:
         print(f"{row['source'][-44:]:<44} {row['images']:>6} {row['confidence']:>10.4f} {row['inception_score']:>7.3f} "
               f"{row['fid']:>8.3f} {row['min_digit_share']:>9.4f}  {' '.join(f'{s:.3f}' for s in row['digit_shares'])}")
+    for row in rows:
+        if "read" in row:
+            print(f"read {row['read']}")
     print(f"targets: confidence >= {TARGETS['confidence']}, IS >= {TARGETS['inception_score']}, every digit >= "
           f"{TARGETS['min_digit_share']:.0%}: " + ", ".join(f"{r['source']}: {'met' if r['targets_met'] else 'NOT met'}" for r in rows))
     return 0

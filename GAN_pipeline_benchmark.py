@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_io import InputError, positive_int, run_main
+from gan_cli import InputError, positive_int, run_main
 
 HERE = Path(__file__).resolve().parent
 STEP_LINE = re.compile(r"^  (\w+)\s+([0-9.]+) s(?:\s+(\d+) MB)?$", re.M)

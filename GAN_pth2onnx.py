@@ -7,12 +7,14 @@ Opset 11 by default: atc of CANN 5.x accepts opset 9 to 13. The final reshape ge
 ONNX Runtime within 5e-6 of PyTorch; --fold folds each BatchNorm1d into the Linear before it (a plain
 Gemm/LeakyRelu graph, about 3% faster here at batch 64, but up to 1.7e-5 from PyTorch's own fp32 result,
 which is itself 1.2e-5 from the fp64 one). The exported model is checked with onnx.checker and then run
-on ONNX Runtime against PyTorch at batch 1, 16 and 64: a difference above --max_diff fails the export
-and removes the file. --quantize int8 also writes an int8 model (dynamic quantization of the folded graph).
+on ONNX Runtime against PyTorch at batch 1, 16 and 64: a difference above --max_diff, or any non-finite
+one, fails the export. The model is exported and checked in memory and written only when every check
+passed, so a failed export leaves an existing file as it was. --quantize int8 also writes an int8 model
+(dynamic quantization of the folded graph).
 """
 import argparse
+import io
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gan_io import IMG_SHAPE, LATENT_DIM, InputError, atomic_path, ensure_dir, run_main
+from gan_cli import InputError, check_output_file, refuse_overlap, run_main
+from gan_io import IMG_SHAPE, LATENT_DIM, onnx_session, write_bytes_atomic
 from models import load_generator
 
 CHECK_BATCHES = (1, 16, 64)
@@ -63,33 +66,28 @@ class ExportGenerator(nn.Module):
         return self.model(z).reshape(-1, *IMG_SHAPE)
 
 
-def export_onnx(generator, path, opset, fold=False):
-    module = ExportGenerator(generator, fold).eval()
-    with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # opset 11 needs the TorchScript exporter
-        torch.onnx.export(module, torch.randn(16, LATENT_DIM), str(tmp), input_names=["Z"], output_names=["generateimg"],
-                          dynamic_axes={"Z": {0: "batch"}, "generateimg": {0: "batch"}}, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
-        _declare_output_shape(tmp)
-
-
-def _declare_output_shape(path):
-    """The exporter leaves the output's (1, 28, 28) symbolic after a Reshape; write the known sizes in."""
+def export_onnx(generator, opset, fold=False):
+    """The ONNX model as bytes (exported in memory: the exporter takes no path that is not valid UTF-8)."""
     import onnx
 
-    model = onnx.load(str(path))
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    for dim, size in zip(dims[1:], IMG_SHAPE):
+    module = ExportGenerator(generator, fold).eval()
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # opset 11 needs the TorchScript exporter
+        torch.onnx.export(module, torch.randn(16, LATENT_DIM), buffer, input_names=["Z"], output_names=["generateimg"],
+                          dynamic_axes={"Z": {0: "batch"}, "generateimg": {0: "batch"}}, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+    model = onnx.load_from_string(buffer.getvalue())
+    # The exporter leaves the output's (1, 28, 28) symbolic after a Reshape; write the known sizes in.
+    for dim, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], IMG_SHAPE):
         dim.Clear()
         dim.dim_value = size
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
-def compare_with_pytorch(generator, onnx_path, batches=CHECK_BATCHES, seed=0):
-    """{batch: (max abs difference, cosine similarity)} of ONNX Runtime against PyTorch on the same latents."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+def compare_with_pytorch(generator, model, batches=CHECK_BATCHES, seed=0):
+    """{batch: (max abs difference, cosine similarity)} of ONNX Runtime (a model path or bytes) against PyTorch."""
+    session = onnx_session(model)
     rng = np.random.default_rng(seed)
     results = {}
     for batch in batches:
@@ -102,16 +100,26 @@ def compare_with_pytorch(generator, onnx_path, batches=CHECK_BATCHES, seed=0):
     return results
 
 
-def quantize_int8(generator, opset, int8_path):
-    """ONNX Runtime dynamic quantization of the folded graph: int8 weights (per channel), activations
+def worst_difference(results, source, label):
+    """The largest difference of compare_with_pytorch's results; a NaN or Inf anywhere fails (max() would drop it)."""
+    not_finite = [b for b, (diff, cosine) in results.items() if not (np.isfinite(diff) and np.isfinite(cosine))]
+    if not_finite:
+        raise InputError(f"{source}: {label} outputs hold non-finite values (NaN or Inf) at batch "
+                         f"{', '.join(map(str, not_finite))}: nothing written")
+    return max(diff for diff, _ in results.values())
+
+
+def quantize_int8(generator, opset):
+    """ONNX Runtime dynamic quantization of the folded graph, as bytes: int8 weights (per channel), activations
     quantized per batch at run time. Folding first leaves one quantized MatMul per layer and no float BatchNorm."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process applies to static quantization
-    with tempfile.TemporaryDirectory() as folder, atomic_path(int8_path) as tmp:
-        folded = Path(folder) / "folded.onnx"
-        export_onnx(generator, folded, opset, fold=True)
-        quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    with tempfile.TemporaryDirectory() as folder:
+        folded, quantized = Path(folder) / "folded.onnx", Path(folder) / "int8.onnx"
+        folded.write_bytes(export_onnx(generator, opset, fold=True))
+        quantize_dynamic(str(folded), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+        return quantized.read_bytes()
 
 
 def main(args):
@@ -119,30 +127,34 @@ def main(args):
 
     if not 7 <= args.opset <= 20:
         raise InputError(f"--opset {args.opset}: expected 7..20 (atc of CANN 5.x/6.x accepts 9..13)")
-    output = Path(args.output_file)
-    ensure_dir(output.parent if str(output.parent) else Path("."))
-    generator = load_generator(args.input_file)
-    export_onnx(generator, output, args.opset, fold=args.fold)
-    try:
-        onnx.checker.check_model(onnx.load(str(output)), full_check=True)
-        worst = 0.0
-        for batch, (diff, cosine) in compare_with_pytorch(generator, output).items():
-            print(f"batch {batch:3d}: max |onnxruntime - pytorch| = {diff:.3e}")
-            worst = max(worst, diff)
-        if worst > args.max_diff:
-            raise InputError(f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}; removed it")
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
-    print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}, "
-          f"{os.path.getsize(output) / 1e6:.1f} MB)")
-
+    output = check_output_file(args.output_file, "--output_file")
+    int8_path = None
     if args.quantize == "int8":
-        int8_path = Path(args.int8_file or output.with_name(output.stem + "_int8.onnx"))
-        quantize_int8(generator, args.opset, int8_path)
-        for batch, (diff, cosine) in compare_with_pytorch(generator, int8_path).items():
+        int8_path = check_output_file(args.int8_file or output.with_name(output.stem + "_int8.onnx"), "--int8_file")
+    refuse_overlap([("--input_file", args.input_file)], [("--output_file", output), ("--int8_file", int8_path)])
+    generator = load_generator(args.input_file)
+
+    model_bytes = export_onnx(generator, args.opset, fold=args.fold)
+    onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
+    results = compare_with_pytorch(generator, model_bytes)
+    for batch, (diff, cosine) in results.items():
+        print(f"batch {batch:3d}: max |onnxruntime - pytorch| = {diff:.3e}")
+    worst = worst_difference(results, args.input_file, "the exported model's")
+    if worst > args.max_diff:
+        raise InputError(f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}: not written"
+                         f"{' (the existing file is unchanged)' if output.exists() else ''}")
+    write_bytes_atomic(output, model_bytes)
+    print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}, "
+          f"{len(model_bytes) / 1e6:.1f} MB)")
+
+    if int8_path:
+        int8_bytes = quantize_int8(generator, args.opset)
+        results = compare_with_pytorch(generator, int8_bytes)
+        for batch, (diff, cosine) in results.items():
             print(f"int8 batch {batch:3d}: max |int8 - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
-        print(f"wrote {int8_path} ({os.path.getsize(int8_path) / 1e6:.1f} MB)")
+        worst_difference(results, args.input_file, "the int8 model's")
+        write_bytes_atomic(int8_path, int8_bytes)
+        print(f"wrote {int8_path} ({len(int8_bytes) / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

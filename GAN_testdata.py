@@ -6,13 +6,18 @@ For each batch i: vectors/<i>.bin (float32 (batch, 100), N(0, 1)), images/<i>.bi
 float32 (batch, 1, 28, 28)) and images/<i>.jpg (its grid, laid out as torchvision's save_image(normalize=True)).
 The same --seed gives byte-identical .bin files; batch i is drawn from its own seeded stream, so any
 batch can be regenerated alone. Files are written one batch at a time, each under a temporary name first.
+Refused before anything is written: the two folders being one, a folder holding batches of an earlier,
+larger run, and a JPEG grid taller than JPEG allows. A batch whose outputs hold NaN or Inf is refused
+before any of its files is written.
 """
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
-from gan_io import InputError, ensure_dir, latent_batch, numbered_files, positive_int, progress, run_main, save_grid, write_bin
+from gan_cli import InputError, non_negative_int, positive_int, progress, refuse_overlap, run_main, short_list
+from gan_io import check_finite, check_grid_fits, ensure_dir, latent_batch, numbered_files, save_grid, write_bin
 from models import load_generator
 
 
@@ -23,27 +28,30 @@ def get_args_parser():
     parser.add_argument("--pth_path", required=True, help="generator checkpoint (.pth)")
     parser.add_argument("--iters", type=positive_int, default=1, help="number of batches")
     parser.add_argument("--batch_size", type=positive_int, default=1, help="latent vectors per batch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors (>= 0)")
     parser.add_argument("--no_jpg", action="store_true", help="skip the online JPEG grids (raw outputs only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def main(args):
-    generator = load_generator(args.pth_path)
-    online_dir = ensure_dir(args.online_path, "online folder")
-    offline_dir = ensure_dir(args.offline_path, "offline folder")
-    for folder in (online_dir, offline_dir):
+    refuse_overlap([("--pth_path", args.pth_path)], [("--online_path", args.online_path), ("--offline_path", args.offline_path)])
+    if not args.no_jpg:
+        check_grid_fits(args.batch_size, Path(args.online_path) / "0.jpg")
+    for folder in (args.online_path, args.offline_path):
         # Batches left from a larger earlier run would be run offline and compared as if they were this run's.
         stale = sorted(i for i in numbered_files(folder, ".bin") if i >= args.iters)
         if stale:
-            raise InputError(f"{folder}: holds batches {stale[0]}..{stale[-1]} of an earlier run beyond --iters "
+            raise InputError(f"{folder}: holds batches {short_list(stale)} of an earlier run beyond --iters "
                              f"{args.iters}: use an empty folder or remove them")
+    generator = load_generator(args.pth_path)
+    online_dir = ensure_dir(args.online_path, "online folder")
+    offline_dir = ensure_dir(args.offline_path, "offline folder")
     started = time.perf_counter()
     for i in progress(range(args.iters), args.quiet, desc="test data"):
         z = latent_batch(args.seed, i, args.batch_size)
         with torch.inference_mode():
-            images = generator(torch.from_numpy(z)).numpy()
+            images = check_finite(generator(torch.from_numpy(z)).numpy(), args.pth_path, f"outputs of batch {i}")
         write_bin(offline_dir / f"{i}.bin", z)
         write_bin(online_dir / f"{i}.bin", images)
         if not args.no_jpg:

@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan_io import (IMG_SIZE, LATENT_DIM, InputError, atomic_path, ensure_dir, latent_batch, positive_int, progress, run_main,
-                    save_grid)
-from models import Generator, extract_state_dict
+from gan_cli import InputError, check_output_file, positive_int, progress, refuse_overlap, run_main
+from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, ensure_dir, latent_batch, save_grid
+from models import Generator, extract_state_dict, load_checkpoint
 
 
 def get_args_parser():
@@ -109,9 +109,18 @@ def main(args):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    output = Path(args.output)
-    ensure_dir(output.parent or Path("."))
-    train_dir = ensure_dir(output.with_name(output.stem + "_train"), "training folder")
+    output = check_output_file(args.output, "--output")
+    train_dir = output.with_name(output.stem + "_train")
+    refuse_overlap([("--data_root", args.data_root), ("--resume", args.resume), ("--eval_model", args.eval_model)],
+                   [("--output", output), ("its training folder", train_dir)])
+    ckpt = None
+    if args.resume:
+        # Tensors and plain values only (weights_only): a crafted checkpoint runs no code.
+        ckpt = load_checkpoint(args.resume)
+        if not isinstance(ckpt, dict) or not {"generator", "discriminator", "opt_g", "opt_d", "ema", "epoch"} <= set(ckpt):
+            raise InputError(f"{args.resume}: not a training checkpoint of GAN_train.py (expected generator, discriminator, "
+                             f"opt_g, opt_d, ema and epoch)")
+    train_dir = ensure_dir(train_dir, "training folder")
     scorer = None
     if args.eval_model:
         from GAN_eval import DigitScorer
@@ -124,8 +133,7 @@ def main(args):
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     ema = copy.deepcopy(generator).eval()
     start_epoch, best, history = 0, None, []
-    if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=False)
+    if ckpt:
         generator.load_state_dict(ckpt["generator"])
         discriminator.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["opt_g"])
@@ -187,7 +195,7 @@ def main(args):
                         torch_rng=torch.get_rng_state(), best=best, history=history, args=vars(args))
 
     if best is not None:
-        final = extract_state_dict(torch.load(train_dir / "best_generator.pth", weights_only=True), output)
+        final = extract_state_dict(load_checkpoint(train_dir / "best_generator.pth"), output)
         print(f"keeping epoch {best['epoch']} (best Frechet distance {best['fid']})")
     else:
         final = ema.state_dict() if args.ema_decay else generator.state_dict()

@@ -2,15 +2,18 @@
 
     python GAN_txt2jpg.py --txt_path=out --infer_results_path=genimg
 
---txt_path is msame's output root (the newest run folder under it is used, newest by modification time:
-msame's folder names do not sort as text) or a folder that holds the output files itself. Output
-<i>_output_0.txt (msame) or <i>_0.bin (ais_bench) becomes genimg/<i>.jpg; the batch index is the whole
-leading number of the name. Needs numpy and Pillow only.
+--txt_path is msame's output root (the newest run is used, and refused if this project wrote it and it is
+not complete; gan_runs.py) or a run folder itself. Output <i>_output_0.txt (msame) or <i>_0.bin
+(ais_bench) becomes genimg/<i>.jpg; the batch index is the whole leading number of the name. A results
+folder that holds grids of other batches (an earlier, larger run) is refused, as GAN_testdata.py refuses
+stale batches. Needs numpy and Pillow only.
 """
 import argparse
 import time
 
-from gan_io import ensure_dir, find_run_folder, list_output_files, progress, read_output, run_main, save_grid
+from gan_cli import InputError, progress, refuse_overlap, run_main, short_list
+from gan_io import ensure_dir, numbered_files, read_output, save_grid
+from gan_runs import open_run
 
 
 def get_args_parser():
@@ -23,12 +26,17 @@ def get_args_parser():
 
 def main(args):
     started = time.perf_counter()
-    run_dir = find_run_folder(args.txt_path)
-    outputs = list_output_files(run_dir)
+    run = open_run(args.txt_path)
+    refuse_overlap([("--txt_path", args.txt_path), ("the run folder", run.path)], [("--infer_results_path", args.infer_results_path)])
+    stale = sorted(set(numbered_files(args.infer_results_path, ".jpg")) - set(run.outputs))
+    if stale:
+        raise InputError(f"{args.infer_results_path}: holds grids {short_list(stale)} that are not batches of this run "
+                         f"({len(run.outputs)} outputs): use an empty folder or remove them")
     results_dir = ensure_dir(args.infer_results_path, "results folder")
-    for index in progress(sorted(outputs), args.quiet, desc="txt2jpg"):
-        save_grid(read_output(outputs[index]), results_dir / f"{index}.jpg")
-    print(f"wrote {len(outputs)} grids from {run_dir} to {results_dir}/ ({time.perf_counter() - started:.1f} s)")
+    print(f"reading {run.note}")
+    for index in progress(sorted(run.outputs), args.quiet, desc="txt2jpg"):
+        save_grid(read_output(run.outputs[index]), results_dir / f"{index}.jpg")
+    print(f"wrote {len(run.outputs)} grids from {run.path} to {results_dir}/ ({time.perf_counter() - started:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from gan_io import InputError, ensure_dir, run_main, write_bytes_atomic
+from gan_cli import InputError, refuse_overlap, run_main
+from gan_io import ensure_dir, read_bytes, write_bytes_atomic
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype", "allow_mix_precision", "force_fp32")
 
@@ -35,8 +36,9 @@ def onnx_input(path):
     """(name, features) of the model's single (batch, features) input."""
     import onnx
 
+    content = read_bytes(path, "ONNX model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(content)
     except Exception as err:  # noqa: BLE001 - protobuf raises various errors on a non-ONNX file
         raise InputError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
     initializers = {i.name for i in model.graph.initializer}
@@ -66,9 +68,9 @@ def atc_command(args, name, features, batch):
 
 
 def show(command):
-    # The form a person would type, with the input shape in quotes as the guide writes it.
-    return " ".join(f'{c.split("=", 1)[0]}="{c.split("=", 1)[1]}"' if c.startswith("--input_shape=") else shlex.quote(c)
-                    for c in command)
+    """The command as a person would paste it: every argument shell-quoted as a whole (an input name from the
+    ONNX file may hold quotes or semicolons)."""
+    return shlex.join(command)
 
 
 def convert(command, prefix_batch):
@@ -97,6 +99,8 @@ def main(args):
     name, features = onnx_input(args.onnx)
     batches = parse_batch_sizes(args.batch_sizes)
     commands = {b: atc_command(args, name, features, b) for b in batches}
+    refuse_overlap([("--onnx", args.onnx)], [(f"the output of batch {b}", f"{args.output_prefix}{b}{suffix}")
+                                             for b in batches for suffix in (".om", ".atc.log")])
     if args.dry_run:
         for command in commands.values():
             print(show(command))

@@ -1,62 +1,23 @@
-"""What several pipeline steps share: tensor files, msame's TXT format, run folders, image grids, errors.
+"""What several pipeline steps read and write: safe writes, tensor files, msame's TXT format, image grids, ONNX sessions.
 
-This module imports only numpy and Pillow, so the offline half of the pipeline (the ONNX Runtime runner, the
-driver of msame and ais_bench, GAN_txt2jpg.py, GAN_compare.py, GAN_eval.py, perf_calc.py) runs on an inference
-host that has no torch.
+This module imports only numpy and Pillow (onnxruntime where a session is opened), so the offline half of
+the pipeline (the ONNX Runtime runner, the driver of msame and ais_bench, GAN_txt2jpg.py, GAN_compare.py,
+GAN_eval.py, perf_calc.py) runs on an inference host that has no torch.
 """
-import argparse
 import contextlib
 import os
 import re
-import sys
 import tempfile
-import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from gan_cli import InputError, pid_alive
+
 LATENT_DIM = 100
 IMG_SHAPE = (1, 28, 28)
 IMG_SIZE = int(np.prod(IMG_SHAPE))  # 784 values per generated image
-
-
-class InputError(Exception):
-    """A problem the user can fix (missing file, wrong size, wrong format). Printed as one line, no traceback."""
-
-
-def run_main(main, parser, argv=None, pass_unknown=False):
-    """Run a step's main(args); a user error ends as one line on stderr and a non-zero exit, no traceback.
-
-    Bad flags exit 2 (argparse's convention), bad files exit 1. With pass_unknown, flags the parser does
-    not know are kept in args.unknown (for a driver that hands them to the tool it runs).
-    """
-    def one_line_error(message):
-        print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = one_line_error
-    if pass_unknown:
-        args, args.unknown = parser.parse_known_args(argv)
-    else:
-        args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except InputError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        sys.exit(1)
-
-
-def positive_int(text):
-    """argparse type for counts such as --iters and --batch_size: 0 or negative is refused at parse time."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -64,22 +25,56 @@ def positive_int(text):
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# Temporary files are named .<name>.<pid>.<random>.part: a hidden name that no reader takes for a result,
+# and the pid tells a later writer whether the process that made it is gone (killed with SIGKILL).
+_PART_NAME = re.compile(r"^\..*\.(\d+)\.[A-Za-z0-9_]{8}\.part$")
+_swept = set()
+
+
+def _sweep_stale_parts(folder):
+    """Remove the .part files that dead processes left in `folder` (once per folder and process)."""
+    key = os.path.realpath(folder)
+    if key in _swept:
+        return
+    _swept.add(key)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = _PART_NAME.match(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds.
+
+    On any error, SIGINT or SIGTERM the temporary file is removed. An OSError while writing (a full disk,
+    a folder that is not writable) is reported against `path`, the file the user asked for.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    folder = path.parent
+    _sweep_stale_parts(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=folder)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write: {err.strerror}") from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
+    except OSError as err:
+        _unlink_quietly(tmp)
+        raise InputError(f"{path}: cannot write: {err.strerror or one_line_reason(err)}") from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
+
+
+def _unlink_quietly(path):
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def write_bytes_atomic(path, data):
@@ -93,18 +88,35 @@ def ensure_dir(path, what="output folder"):
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise InputError(f"cannot create {what} {path}: {err.strerror}") from None
+        raise InputError(f"{path}: cannot create {what}: {err.strerror}") from None
     if not path.is_dir():
-        raise InputError(f"{what} {path} exists and is not a folder")
+        raise InputError(f"{path}: {what} exists and is not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{what} {path} is not writable")
+        raise InputError(f"{path}: {what} is not writable")
     return path
+
+
+def read_bytes(path, what="file"):
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder; expected a {what}") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
 
 
 def latent_batch(seed, index, batch_size):
     """Batch `index` of the latent vectors: N(0, 1) float32 from its own seeded stream, so batches are independent."""
     rng = np.random.default_rng([seed, index])
     return rng.standard_normal((batch_size, LATENT_DIM), dtype=np.float32)
+
+
+def check_finite(array, path, what="values"):
+    """Refuse an array holding NaN or Inf: no picture, comparison or score of it means anything."""
+    bad = array.size - int(np.isfinite(array).sum())
+    if bad:
+        raise InputError(f"{path}: {bad} of {array.size} {what} are not finite (NaN or Inf)")
+    return array
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -117,6 +129,8 @@ def count_rows(path, row_size, what="float32 file"):
         size = path.stat().st_size
     except OSError as err:
         raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a {what}")
     row_bytes = row_size * 4
     if size == 0 or size % row_bytes:
         raise InputError(f"{path}: {size} bytes is not a whole number of rows of {row_size} float32 ({row_bytes} bytes each)")
@@ -126,62 +140,12 @@ def count_rows(path, row_size, what="float32 file"):
 def read_bin(path, row_size, what="float32 file"):
     """Read a raw float32 file as (rows, row_size); refuse a size that is not a whole number of rows."""
     count_rows(path, row_size, what)
-    return np.fromfile(path, dtype=np.float32).reshape(-1, row_size)
+    return np.frombuffer(read_bytes(path, what), dtype=np.float32).reshape(-1, row_size)
 
 
 def write_bin(path, array):
     array = np.ascontiguousarray(array, dtype=np.float32)
     write_bytes_atomic(path, array.tobytes())
-
-
-# ---------------------------------------------------------------------------------------------------------
-# msame's interface: input folders, device lists, run folders (shared by the ONNX Runtime runner and the
-# driver of the real tools).
-
-def parse_devices(text):
-    try:
-        devices = [int(item) for item in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a device id or a comma-separated list such as 0,1,2,3, got {text!r}") from None
-    if any(not 0 <= d <= 255 for d in devices) or len(set(devices)) != len(devices):
-        raise argparse.ArgumentTypeError(f"expected distinct device ids in 0..255, got {text!r}")
-    return devices
-
-
-def check_input(path, features, fixed_batch):
-    """Rows in an input file, refusing a size that is not a whole number of rows (or not the model's batch)."""
-    rows = count_rows(path, features, "input file")
-    if fixed_batch is not None and rows != fixed_batch:
-        raise InputError(f"{path}: {rows} rows, but the model takes batches of exactly {fixed_batch}")
-    return rows
-
-
-def list_inputs(input_path):
-    """msame's folder mode: the non-hidden entries of the folder, sorted by name."""
-    folder = Path(input_path)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such input folder")
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    if not files:
-        raise InputError(f"{folder}: the input folder is empty (expected <i>.bin files from GAN_testdata.py)")
-    not_files = [p.name for p in files if not p.is_file()]
-    if not_files:
-        raise InputError(f"{folder}: expected only input files, found folder {not_files[0]}")
-    return files
-
-
-def new_run_folder(output_root):
-    """A new folder <output>/<YYYYmmdd_HHMMSS_microseconds>: names sort by time, an existing one is never reused."""
-    root = ensure_dir(output_root, "output folder")
-    while True:
-        run_dir = root / datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            time.sleep(1e-6)
-        except OSError as err:
-            raise InputError(f"cannot create run folder {run_dir}: {err.strerror}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -241,44 +205,10 @@ def _is_number(token):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Output folders of msame, ais_bench and our ONNX Runtime runner.
-
-# <i>_output_0.txt (msame folder mode) or <i>_0.bin (ais_bench): the batch index is the whole leading number.
-OUTPUT_NAME = re.compile(r"^(\d+)(?:_output)?_0\.(txt|bin|npy)$")
-
-
-def list_output_files(folder):
-    """{batch index: path} of the output files of model output 0 in `folder`."""
-    found = {}
-    for path in Path(folder).iterdir():
-        match = OUTPUT_NAME.match(path.name)
-        if match and path.is_file():
-            index = int(match.group(1))
-            if index in found:
-                raise InputError(f"{folder}: batch {index} has two output files: {found[index].name} and {path.name}")
-            found[index] = path
-    return found
-
-
-def find_run_folder(path):
-    """The folder that holds the output files: `path` itself, or the newest run folder under it.
-
-    Newest by modification time: msame's current folder names (`2021926_8_7_6_12345`) are unpadded and do
-    not sort as text.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(f"{path}: no such output folder")
-    if list_output_files(path):
-        return path
-    runs = [p for p in path.iterdir() if p.is_dir() and list_output_files(p)]
-    if not runs:
-        raise InputError(f"{path}: no output files (<i>_output_0.txt|bin or <i>_0.txt|bin|npy) in it or in a run folder under it")
-    return max(runs, key=lambda p: (p.stat().st_mtime_ns, p.name))
-
+# Offline output files (msame, ais_bench, the ONNX Runtime runner) and online output files.
 
 def read_output(path, image_size=IMG_SIZE):
-    """One offline output file (TXT, BIN or NPY) as float32 (batch, 1, 28, 28)."""
+    """One offline output file (TXT, BIN or NPY) as float32 (batch, 1, 28, 28); NaN or Inf is refused."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
@@ -287,12 +217,38 @@ def read_output(path, image_size=IMG_SIZE):
         try:
             values = np.load(path, allow_pickle=False).astype(np.float32, copy=False).ravel()
         except (OSError, ValueError) as err:
-            raise InputError(f"{path}: not a readable .npy file: {err}") from None
+            raise InputError(f"{path}: not a readable .npy file: {one_line_reason(err)}") from None
         if values.size == 0 or values.size % image_size:
             raise InputError(f"{path}: {values.size} values is not a whole number of images of {image_size} values")
     else:
         values = read_bin(path, image_size, "model output")
-    return values.reshape(-1, *IMG_SHAPE)
+    return check_finite(values, path).reshape(-1, *IMG_SHAPE)
+
+
+def read_online(path):
+    """An online output images/<i>.bin of GAN_testdata.py as float32 (batch, 1, 28, 28); NaN or Inf is refused."""
+    return check_finite(read_bin(path, IMG_SIZE, "online output"), path).reshape(-1, *IMG_SHAPE)
+
+
+def one_line_reason(err):
+    return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+
+
+def numbered_files(folder, suffix):
+    """{i: path} for the files <i><suffix> in `folder` (the online images/<i>.bin, the vectors/<i>.bin)."""
+    found = {}
+    try:
+        entries = list(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return found  # nothing there yet: the writer's own folder check says what is wrong
+    except OSError as err:
+        raise InputError(f"{folder}: cannot list the folder: {err.strerror}") from None
+    for path in entries:
+        if path.name.endswith(suffix):
+            stem = path.name[: -len(suffix)]
+            if stem.isdigit():
+                found[int(stem)] = path
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -323,11 +279,29 @@ def grid_array(images, nrow=8, padding=2, pad_value=0.0, value_range=None):
     return np.repeat(pixels[:, :, None], 3, axis=2)
 
 
+# libjpeg (and so Pillow) writes no JPEG taller or wider than 65,500 pixels.
+JPEG_MAX_SIDE = 65500
+
+
+def grid_height(count, nrow=8, padding=2, side=28):
+    return side if count == 1 else -(-count // min(nrow, count)) * (side + padding) + padding
+
+
+def check_grid_fits(count, path):
+    """Refuse, before anything is written, a JPEG grid of `count` images that JPEG cannot hold."""
+    if _image_format(path) == "JPEG" and grid_height(count) > JPEG_MAX_SIDE:
+        largest = (JPEG_MAX_SIDE - 2) // 30 * 8
+        raise InputError(f"{path}: a grid of {count} images would be {grid_height(count)} pixels tall, over JPEG's limit of "
+                         f"{JPEG_MAX_SIDE}: use batches of at most {largest} images (or no JPEG grids)")
+
+
 def save_grid(images, path):
-    """Save `images` as one grid picture (format from the extension), atomically."""
+    """Save `images` as one grid picture (format from the extension), atomically; NaN or Inf is refused."""
     from PIL import Image
 
     path = Path(path)
+    check_grid_fits(len(images), path)
+    check_finite(np.asarray(images), path, "values of the images to draw")
     with atomic_path(path) as tmp:
         Image.fromarray(grid_array(images)).save(tmp, format=_image_format(path))
 
@@ -336,20 +310,20 @@ def _image_format(path):
     return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(Path(path).suffix.lower(), "PNG")
 
 
-def progress(iterable, quiet=False, **kwargs):
-    """A tqdm progress bar on a terminal, nothing in logs or with --quiet."""
-    if quiet or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
+# ---------------------------------------------------------------------------------------------------------
+# ONNX models, loaded from bytes: ONNX Runtime and onnx take no path that is not valid UTF-8.
 
-    return tqdm(iterable, **kwargs)
+def onnx_session(model, threads=0, what="ONNX model"):
+    """An ONNX Runtime CPU session of a model given as a path or as bytes; one clear error if it is not one."""
+    import onnxruntime as ort
 
-
-def numbered_files(folder, suffix):
-    """{i: path} for the files <i><suffix> in `folder` (the online images/<i>.bin, the vectors/<i>.bin)."""
-    found = {}
-    for path in Path(folder).glob(f"*{suffix}"):
-        stem = path.name[: -len(suffix)]
-        if stem.isdigit():
-            found[int(stem)] = path
-    return found
+    content = model if isinstance(model, bytes) else read_bytes(model, what)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
+        name = "the model" if isinstance(model, bytes) else model
+        raise InputError(f"{name}: not a loadable {what} ({one_line_reason(err)})") from None

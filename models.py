@@ -4,14 +4,16 @@ Generator: 100 -> 128 -> 256 -> 512 -> 1024 -> 784, reshaped to (N, 1, 28, 28). 
 gan.py's quirk `BatchNorm1d(out, 0.8)`: the second positional argument is eps, so eps = 0.8. Every trained
 weight file was trained with it, so changing it would change every output.
 """
+import io
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from gan_io import IMG_SHAPE, IMG_SIZE, LATENT_DIM, InputError
+from gan_cli import InputError, short_list
+from gan_io import IMG_SHAPE, IMG_SIZE, LATENT_DIM, read_bytes
 
-__all__ = ["LATENT_DIM", "IMG_SHAPE", "Generator", "Discriminator", "load_generator", "extract_state_dict"]
+__all__ = ["LATENT_DIM", "IMG_SHAPE", "Generator", "Discriminator", "load_generator", "load_checkpoint", "extract_state_dict"]
 
 
 class Generator(nn.Module):
@@ -73,17 +75,23 @@ def extract_state_dict(checkpoint, path):
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
 
+def load_checkpoint(path, device="cpu"):
+    """torch.load(weights_only=True) of a file read as bytes: tensors and plain values only, so a crafted pickle
+    runs no code, and a path that is not valid UTF-8 is no problem."""
+    content = read_bytes(path, "checkpoint")
+    try:
+        return torch.load(io.BytesIO(content), map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a file that is not a checkpoint
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first_line[:120]})") from None
+
+
 def load_generator(path, device="cpu"):
     """Load a gan.py Generator in eval mode from a plain, DistributedDataParallel or wrapped state_dict."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a file that is not a checkpoint
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first_line[:120]})") from None
-    state = extract_state_dict(checkpoint, path)
+    state = extract_state_dict(load_checkpoint(path, device), path)
 
     generator = Generator()
     expected = generator.state_dict()
@@ -94,18 +102,17 @@ def load_generator(path, device="cpu"):
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing keys {_short_list(missing)}")
+            parts.append(f"missing keys {short_list(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys {_short_list(unexpected)}")
+            parts.append(f"unexpected keys {short_list(unexpected)}")
         raise InputError(f"{path}: not a checkpoint of the gan.py Generator: {'; '.join(parts)}")
     wrong_shape = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
                    for k in expected if k in state and state[k].shape != expected[k].shape]
     if wrong_shape:
-        raise InputError(f"{path}: not a checkpoint of the gan.py Generator: wrong shapes {_short_list(wrong_shape)}")
+        raise InputError(f"{path}: not a checkpoint of the gan.py Generator: wrong shapes {short_list(wrong_shape)}")
+    not_finite = [f"{k} ({int((~torch.isfinite(v)).sum())} values)" for k, v in state.items()
+                  if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise InputError(f"{path}: non-finite weights (NaN or Inf) in {short_list(not_finite)}: the generator would draw nothing")
     generator.load_state_dict(state, strict=False)
     return generator.to(device).eval()
-
-
-def _short_list(items, limit=4):
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -9,22 +9,26 @@ counts as a success only when every device's log says "Execute sample success" (
 its performance summary), no line starts with [ERROR], and there is exactly one output file per input
 file. Each device gets its share of the input files (symlinked into a staging folder) and its own
 output root, where the run folder the tool made is found by comparing the listing before and after
-(msame's naming changed across versions). Only when every device succeeded are the outputs moved into
-one new run folder <output>/<YYYYmmdd_HHMMSS_microseconds>/ with the usual names; otherwise everything
-stays in <output>/.staging_*/ and the failure is reported. The combined log (each device's lines with
-a [device N] prefix, then a card summary that perf_calc.py reads) is printed and kept as <run>.log.
+(msame's naming changed across versions). The run folder <output>/<YYYYmmdd_HHMMSS_microseconds>/ and its
+manifest (status "running") are made first; only when every device succeeded are the outputs moved into
+it and the manifest marked complete (gan_runs.py). Otherwise the run is marked failed and everything stays
+in <output>/.<run>.staging/. The tools die with the driver (SIGTERM or SIGKILL), leaving the run
+incomplete. The combined log (each device's lines with a [device N] prefix, then a card summary that
+perf_calc.py reads) is printed and kept as <output>/.<run>.log.
 """
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+import tempfile
 from pathlib import Path
 
-from gan_io import (LATENT_DIM, InputError, check_input, ensure_dir, list_inputs, new_run_folder, parse_devices, run_main,
-                    write_bytes_atomic)
+from gan_cli import InputError, die_with_parent, refuse_overlap, run_main
+from gan_io import LATENT_DIM, write_bytes_atomic
+from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
 PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
@@ -114,72 +118,104 @@ def card_summary(tool, logs):
     return lines
 
 
-def main(args):
-    model = Path(args.model)
-    if not model.is_file():
-        raise InputError(f"{model}: no such .om model (make it with atc_convert.sh)")
-    if args.outfmt == "NPY" and args.tool == "msame":
-        raise InputError("--outfmt NPY: msame writes TXT or BIN only (NPY is ais_bench's)")
-    tool_command = find_msame(args.msame) if args.tool == "msame" else find_ais_bench()
-    files = list_inputs(args.input)
-    for path in files:
-        check_input(path, args.features, None)
-    output_root = ensure_dir(args.output, "output folder")
-    staging = output_root / f".staging_{datetime.now().strftime('%Y%m%d_%H%M%S_%f')}"
-    devices = args.device
-    shares = {d: files[k::len(devices)] for k, d in enumerate(devices)}
+def start_tools(tool_command, args, model, shares, staging):
+    """One tool process per device over its share (symlinked into its own input folder); {device: (process, log file)}."""
+    # msame takes any --input containing ".bin" for a file: keep the symlink folders off such a path
+    links_root = Path(tempfile.mkdtemp(prefix="gan_msame_inputs_")) if ".bin" in str(staging) else staging
+    driver_pid = os.getpid()
     processes = {}
     for device, share in shares.items():
-        inputs, out = staging / f"device{device}" / "input", staging / f"device{device}" / "out"
-        inputs.mkdir(parents=True)
-        out.mkdir()
+        inputs, out = links_root / f"device{device}" / "input", staging / f"device{device}" / "out"
+        inputs.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True)
         for path in share:
             (inputs / path.name).symlink_to(path.resolve())
         command = tool_command + ["--model", str(model.resolve()), "--input", str(inputs), "--output", str(out),
                                   "--outfmt", args.outfmt, "--device", str(device), *getattr(args, "unknown", [])]
         log_file = open(staging / f"device{device}.log", "w")
-        processes[device] = (subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True), log_file)
-        print(f"[INFO] device {device}: {len(share)} file(s): {' '.join(command)}", flush=True)
+        processes[device] = (subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+                                              preexec_fn=lambda: die_with_parent(driver_pid)), log_file)
+        print(f"[INFO] device {device}: {len(share)} file(s): {shlex.join(command)}", flush=True)
+    return processes
 
-    logs, verdicts, outputs = {}, {}, {}
-    for device, (process, log_file) in processes.items():
-        returncode = process.wait()
+
+def stop(processes):
+    """Terminate the tools still running (the driver is failing or was interrupted)."""
+    for process, _ in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    for process, log_file in processes.values():
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log_file.close()
-        logs[device] = (staging / f"device{device}.log").read_text(errors="replace")
-        out = staging / f"device{device}" / "out"
-        run_folders = [p for p in out.iterdir() if p.is_dir()]  # the root was empty before: every folder is new
-        stems = [input_stem(args.tool, p) for p in shares[device]]
-        verdicts[device], outputs[device] = judge(args.tool, returncode, logs[device], run_folders, stems, args.outfmt)
+
+
+def main(args):
+    model, input_folder = Path(args.model), Path(args.input)
+    if not model.is_file():
+        raise InputError(f"{model}: no such .om model (make it with atc_convert.sh)")
+    if not input_folder.is_dir():
+        raise InputError(f"{input_folder}: not an input folder (the driver runs msame's folder mode: pass the folder of <i>.bin files)")
+    if args.outfmt == "NPY" and args.tool == "msame":
+        raise InputError("--outfmt NPY: msame writes TXT or BIN only (NPY is ais_bench's)")
+    refuse_overlap([("--model", model), ("--input", input_folder)], [("--output", args.output)])
+    tool_command = find_msame(args.msame) if args.tool == "msame" else find_ais_bench()
+    files = list_inputs(input_folder)
+    for path in files:
+        check_input(path, args.features, None)
     all_stems = [input_stem(args.tool, p) for p in files]
+    if len(set(all_stems)) != len(all_stems):
+        raise InputError(f"{input_folder}: two input files give the same output name (same name before the "
+                         f"{'last' if args.tool == 'msame' else 'first'} '.'): rename them")
+    devices = active_devices(args.device, len(files))
+    shares = {d: files[k::len(devices)] for k, d in enumerate(devices)}
 
-    combined = [f"[INFO] {args.tool} on {model.name}, {len(files)} input file(s), devices {','.join(map(str, devices))}"]
-    for device in devices:
-        combined += [f"[device {device}] {line}" for line in logs[device].splitlines()]
-    combined += card_summary(args.tool, logs)
-    failed = {d: v for d, v in verdicts.items() if v}
-    if failed:
-        combined += [f"[ERROR] device {d}: {'; '.join(v)}" for d, v in failed.items()]
-        (staging / "run.log").write_text("\n".join(combined) + "\n")
-        print("\n".join(combined))
-        raise InputError(f"{args.tool} failed on device(s) {', '.join(map(str, failed))}: {'; '.join(failed[min(failed)])}; "
-                         f"nothing gathered, logs and partial outputs kept in {staging}")
+    with Run(args.output, tool=args.tool, model=str(model.resolve()), input=str(input_folder.resolve()), inputs=len(files),
+             outfmt=args.outfmt, devices=devices) as run:
+        staging = beside_run(run.dir, ".staging")
+        processes = {}
+        try:
+            processes = start_tools(tool_command, args, model, shares, staging)
+            logs, verdicts, outputs = {}, {}, {}
+            for device, (process, log_file) in processes.items():
+                returncode = process.wait()
+                log_file.close()
+                logs[device] = (staging / f"device{device}.log").read_text(errors="replace")
+                out = staging / f"device{device}" / "out"
+                run_folders = [p for p in out.iterdir() if p.is_dir()]  # the root was empty before: every folder is new
+                stems = [input_stem(args.tool, p) for p in shares[device]]
+                verdicts[device], outputs[device] = judge(args.tool, returncode, logs[device], run_folders, stems, args.outfmt)
+        finally:
+            stop(processes)
 
-    run_dir = new_run_folder(output_root)
-    for device in devices:
-        for name, path in outputs[device].items():
-            if (run_dir / name).exists():
-                raise InputError(f"{run_dir / name}: two devices wrote the same output name")
-            os.replace(path, run_dir / name)
-        for summary in (staging / f"device{device}" / "out").glob("*_summary.json"):  # ais_bench's, beside its folder
-            os.replace(summary, run_dir / f"device{device}_{summary.name}")
-    expected = {output_name(args.tool, stem, args.outfmt) for stem in all_stems}
-    gathered = sum(1 for p in run_dir.iterdir() if p.name in expected)
-    combined.append(f"[INFO] {gathered} outputs for {len(files)} inputs, gathered in {run_dir}")
-    if gathered != len(files) or len(expected) != len(files):
-        raise InputError(f"{run_dir}: {gathered} outputs for {len(files)} inputs")
-    combined += [str(run_dir), "[INFO] Execute sample success (every device's log and output checked)"]
-    log_path = output_root / f"{run_dir.name}.log"
-    write_bytes_atomic(log_path, ("\n".join(combined) + "\n").encode())
+        combined = [f"[INFO] {args.tool} on {model.name}, {len(files)} input file(s), devices {','.join(map(str, devices))}"]
+        for device in devices:
+            combined += [f"[device {device}] {line}" for line in logs[device].splitlines()]
+        combined += card_summary(args.tool, logs)
+        failed = {d: v for d, v in verdicts.items() if v}
+        if failed:
+            combined += [f"[ERROR] device {d}: {'; '.join(v)}" for d, v in failed.items()]
+            write_bytes_atomic(staging / "run.log", ("\n".join(combined) + "\n").encode())
+            print("\n".join(combined))
+            raise InputError(f"{args.tool} failed on device(s) {', '.join(map(str, failed))}: {'; '.join(failed[min(failed)])}; "
+                             f"run {run.dir.name} marked failed, logs and partial outputs kept in {staging}")
+
+        for device in devices:
+            for name, path in outputs[device].items():
+                if (run.dir / name).exists():
+                    raise InputError(f"{run.dir / name}: two devices wrote the same output name")
+                os.replace(path, run.dir / name)
+            for summary in (staging / f"device{device}" / "out").glob("*_summary.json"):  # ais_bench's, beside its folder
+                os.replace(summary, beside_run(run.dir, f".device{device}_summary.json"))
+        expected = [output_name(args.tool, stem, args.outfmt) for stem in all_stems]
+        run.complete(expected)
+        combined += [f"[INFO] {len(expected)} outputs for {len(files)} inputs, gathered in {run.dir}", str(run.dir),
+                     "[INFO] Execute sample success (every device's log and output checked)"]
+        log_path = beside_run(run.dir, ".log")
+        write_bytes_atomic(log_path, ("\n".join(combined) + "\n").encode())
     shutil.rmtree(staging)
     print("\n".join(combined))
     print(f"[INFO] log kept in {log_path}")

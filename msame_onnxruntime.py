@@ -3,25 +3,30 @@
     python msame_onnxruntime.py --model GAN.onnx --input vectors --output out --outfmt TXT
 
 Folder mode (--input is a folder): every non-hidden file of the folder, in sorted name order, is one batch;
-its output goes to <output>/<run folder>/<name without extension>_output_0.txt|.bin. File mode (--input
-names a .bin file): that file is run --loop times and its output written once, named after the model, as
-msame does. The TXT format is msame's (6 significant digits, a space after every value, a newline after
-every row of 28 values); BIN is raw float32. Only the model execution is timed, as msame times
+its output goes to <output>/<run folder>/<name without extension>_output_0.txt|.bin. File mode (--input is
+a file): that file is run --loop times and its output written once, named after the model, as msame does.
+The mode is decided by what the path is (msame looks for ".bin" in it, which misreads a folder such as
+a.binaries/vectors). The TXT format is msame's (6 significant digits, a space after every value, a newline
+after every row of 28 values); BIN is raw float32. Only the model execution is timed, as msame times
 aclmdlExecute. --device 0,1,... runs one worker process per listed device over its share of the files and
-gathers every output into one run folder. Needs numpy and onnxruntime only.
+gathers every output into one run folder; the workers die with the runner. The run folder is written under
+the run contract (gan_runs.py): complete only once every output is written and counted. Needs numpy and
+onnxruntime only.
 """
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
 
-from gan_io import (InputError, check_input, format_msame_txt, list_inputs, new_run_folder, parse_devices, run_main,
-                    write_bytes_atomic)
+from gan_cli import InputError, Interrupted, die_with_parent, describe_os_error, install_signal_handlers, refuse_overlap, run_main
+from gan_io import format_msame_txt, onnx_session, read_bytes, write_bytes_atomic
+from gan_runs import Run, active_devices, check_input, list_inputs, parse_devices
 
 RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
 
@@ -40,28 +45,12 @@ def get_args_parser():
     return parser
 
 
-def open_session(model_path, threads):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types for a bad file
-        raise InputError(f"{model_path}: not a loadable ONNX model ({str(err).splitlines()[0][:160]})") from None
-
-
 def default_threads(model_path, workers=1):
     """Intra-op threads per worker: every core for an fp32 model; one for a dynamically quantized (int8) model,
     whose per-layer activation quantization gains little from a second core (measured here at batch 64:
     0.229 vs 0.254 ms in one run, equal in another), leaving it to a second worker. --threads overrides."""
     cores = max(1, (os.cpu_count() or 1) // workers)
-    try:
-        content = Path(model_path).read_bytes()
-    except OSError:
-        return cores
+    content = read_bytes(model_path, "ONNX model")
     quantized = b"DynamicQuantizeLinear" in content or b"MatMulInteger" in content
     return 1 if quantized else cores
 
@@ -83,13 +72,23 @@ def write_output(path, output, outfmt):
         write_bytes_atomic(path, np.ascontiguousarray(output, dtype=np.float32).tobytes())
 
 
+def output_names(stem, count, outfmt):
+    suffix = ".txt" if outfmt == "TXT" else ".bin"
+    return [f"{stem}_output_{k}{suffix}" for k in range(count)]
+
+
+def input_stem(path):
+    """msame cuts the input name at its last '.'."""
+    return path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+
+
 class Runner:
     """One ONNX Runtime session that runs input files and times only the model execution."""
 
     def __init__(self, model_path, threads=0):
         self.model_path = model_path
         self.threads = threads or default_threads(model_path)
-        self.session = open_session(model_path, self.threads)
+        self.session = onnx_session(model_path, self.threads)
         self.input_name, self.features, self.fixed_batch = model_signature(self.session, model_path)
         outputs = self.session.get_outputs()
         self.output_names = [o.name for o in outputs]
@@ -117,25 +116,80 @@ class Runner:
         self.session.run_with_iobinding(binding)
         return arrays, (time.perf_counter() - start) * 1000.0
 
-    def run_files(self, files, run_dir, outfmt):
-        """Run each file once, write <stem>_output_<k>, print msame's per-file line; return the times in ms."""
-        times = []
-        suffix = ".txt" if outfmt == "TXT" else ".bin"
+    def read_batch(self, path):
+        return np.frombuffer(read_bytes(path, "input file"), dtype=np.float32).reshape(-1, self.features)
+
+    def run_files(self, files, run_dir, outfmt, parent_pid=None):
+        """Run each file once, write <stem>_output_<k>, print msame's per-file line.
+
+        Returns (times in ms, names of the outputs that hold NaN or Inf). A worker (parent_pid given) stops
+        before its next file if its parent is gone, where the parent-death signal is not available.
+        """
+        times, nonfinite = [], []
         for path in files:
-            batch = np.fromfile(path, dtype=np.float32).reshape(-1, self.features)
-            outputs, ms = self.execute(batch)
+            if parent_pid is not None and os.getppid() != parent_pid:
+                os._exit(1)
+            outputs, ms = self.execute(self.read_batch(path))
             times.append(ms)
             print(f"Inference time: {ms:g}ms", flush=False)
-            stem = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
-            for k, output in enumerate(outputs):
-                write_output(run_dir / f"{stem}_output_{k}{suffix}", output, outfmt)
+            for name, output in zip(output_names(input_stem(path), len(outputs), outfmt), outputs):
+                if not np.isfinite(output).all():
+                    nonfinite.append(name)
+                write_output(run_dir / name, output, outfmt)
         sys.stdout.flush()
-        return times
+        return times, nonfinite
 
 
-def _worker(model_path, threads, files, run_dir, outfmt):
-    """One device's share of a multi-device run, in its own process."""
-    return Runner(model_path, threads).run_files([Path(f) for f in files], Path(run_dir), outfmt)
+def _worker(sender, model_path, threads, files, run_dir, outfmt, parent_pid):
+    """One device's share of a multi-device run, in its own process; it dies with the runner."""
+    die_with_parent(parent_pid)
+    install_signal_handlers()  # SIGTERM from the runner: unwind, removing any temporary file
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the whole process group; the runner handles it
+    try:
+        result = Runner(Path(model_path), threads).run_files([Path(f) for f in files], Path(run_dir), outfmt, parent_pid)
+        sender.send(("ok", result))
+    except InputError as err:
+        sender.send(("error", str(err)))
+    except OSError as err:
+        sender.send(("error", describe_os_error(err)))
+    except Interrupted as err:
+        sys.exit(128 + err.signum)  # temporary files are gone; the runner reports the interruption
+
+
+def run_workers(model_path, threads, shares, run_dir, outfmt):
+    """[(times, nonfinite)] of one worker process per share; the first failure stops every worker."""
+    context = multiprocessing.get_context("spawn")  # not fork: the runner already holds ONNX Runtime's thread pools
+    workers = []
+    try:
+        for share in shares:
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_worker, daemon=True, args=(sender, str(model_path), threads, [str(f) for f in share],
+                                                                         str(run_dir), outfmt, os.getpid()))
+            process.start()
+            sender.close()
+            workers.append((process, receiver))
+        results = {}
+        while len(results) < len(workers):
+            for receiver in wait([r for p, r in workers if r not in results]):
+                k = next(k for k, (p, r) in enumerate(workers) if r is receiver)
+                try:
+                    kind, payload = receiver.recv()
+                except EOFError:
+                    workers[k][0].join()
+                    raise InputError(f"{run_dir}: worker {k} died (exit {workers[k][0].exitcode}) before it finished its share") from None
+                if kind == "error":
+                    raise InputError(payload)
+                results[receiver] = payload
+        return [results[r] for _, r in workers]
+    finally:
+        for process, _ in workers:
+            if process.is_alive():
+                process.terminate()
+        for process, _ in workers:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def print_averages(times, folder_mode, prefix=""):
@@ -146,60 +200,71 @@ def print_averages(times, folder_mode, prefix=""):
 
 
 def main(args):
-    model_path = Path(args.model)
+    model_path, input_path = Path(args.model), Path(args.input)
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such model file")
-    workers = len(args.device)
-    threads = args.threads or default_threads(model_path, workers)
-    file_mode = ".bin" in args.input.split(",")[0]
-    runner = Runner(model_path, threads)
-    if file_mode:
-        files = [Path(args.input)]
-        if not files[0].is_file():
-            raise InputError(f"{files[0]}: no such input file")
-        if not 1 <= args.loop <= 100:
-            raise InputError(f"--loop {args.loop}: expected 1..100 (msame's range)")
+    if input_path.is_dir():
+        file_mode = False
+    elif input_path.is_file():
+        file_mode = True
     else:
-        files = list_inputs(args.input)
+        raise InputError(f"{input_path}: no such input file or folder")
+    if file_mode and not 1 <= args.loop <= 100:
+        raise InputError(f"--loop {args.loop}: expected 1..100 (msame's range)")
+    if file_mode and len(args.device) > 1:
+        raise InputError(f"{input_path}: file mode runs one file on one device; pass an input folder to use --device "
+                         f"{','.join(map(str, args.device))}")
+    refuse_overlap([("--model", model_path), ("--input", input_path)], [("--output", args.output)])
+    files = [input_path] if file_mode else list_inputs(input_path)
+    stems = {}
+    for path in files:
+        other = stems.setdefault(input_stem(path), path)
+        if other is not path:
+            raise InputError(f"{path}: gives the same output name as {other.name} ({input_stem(path)}_output_0): rename one")
+    devices = args.device if file_mode else active_devices(args.device, len(files))
+    threads = args.threads or default_threads(model_path, len(devices))
+    runner = Runner(model_path, threads)
     rows = [check_input(p, runner.features, runner.fixed_batch) for p in files]
     batch_sizes = sorted(set(rows))
-    run_dir = new_run_folder(args.output)
+    stem_of_output = model_path.stem if file_mode else None
+    expected = [n for p in files for n in output_names(stem_of_output or input_stem(p), len(runner.output_names), args.outfmt)]
 
-    print(RUNNER_MARKER)
-    print(f"[INFO] model {model_path.name}, batch size {batch_sizes[0] if len(batch_sizes) == 1 else batch_sizes}, "
-          f"{len(files)} input file(s), {workers} worker(s) x {threads} thread(s)")
-    if file_mode:
-        batch = np.fromfile(files[0], dtype=np.float32).reshape(-1, runner.features)
-        times = []
-        for _ in range(args.loop):
-            outputs, ms = runner.execute(batch)
-            times.append(ms)
-            print(f"Inference time: {ms:g}ms")
-        suffix = ".txt" if args.outfmt == "TXT" else ".bin"
-        for k, output in enumerate(outputs):
-            write_output(run_dir / f"{model_path.stem}_output_{k}{suffix}", output, args.outfmt)
-        print_averages(times, folder_mode=False)
-    elif workers == 1:
-        times = runner.run_files(files, run_dir, args.outfmt)
-        print_averages(times, folder_mode=True)
-    else:
-        shares = [files[d::workers] for d in range(workers)]
-        # spawn, not fork: the parent already holds ONNX Runtime's thread pools
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, str(model_path), threads, [str(f) for f in share], str(run_dir), args.outfmt)
-                       for share in shares]
-            results = [f.result() for f in futures]
-        for device, share, times in zip(args.device, shares, results):
-            print(f"[INFO] device {device}: {len(share)} file(s)")
-            print_averages(times, folder_mode=True, prefix=f"[INFO] device {device}: ")
-        times = [t for r in results for t in r]
-        print(f"[INFO] card summary: {workers} devices, {len(times)} file(s)")
-        print_averages(times, folder_mode=True)
-    written = sum(1 for p in run_dir.iterdir() if not p.name.startswith("."))
-    expected = len(runner.output_names) * (1 if file_mode else len(files))
-    if written != expected:
-        raise InputError(f"{run_dir}: {written} output files for {expected} expected")
-    print(run_dir)
+    with Run(args.output, tool="onnxruntime", model=str(model_path.resolve()), input=str(input_path.resolve()),
+             inputs=len(files), outfmt=args.outfmt, devices=devices) as run:
+        print(RUNNER_MARKER)
+        print(f"[INFO] model {model_path.name}, batch size {batch_sizes[0] if len(batch_sizes) == 1 else batch_sizes}, "
+              f"{len(files)} input file(s), {len(devices)} worker(s) x {threads} thread(s)")
+        if file_mode:
+            batch = runner.read_batch(files[0])
+            times = []
+            for _ in range(args.loop):
+                outputs, ms = runner.execute(batch)
+                times.append(ms)
+                print(f"Inference time: {ms:g}ms")
+            nonfinite = [n for n, o in zip(expected, outputs) if not np.isfinite(o).all()]
+            for name, output in zip(expected, outputs):
+                write_output(run.dir / name, output, args.outfmt)
+            print_averages(times, folder_mode=False)
+        elif len(devices) == 1:
+            times, nonfinite = runner.run_files(files, run.dir, args.outfmt)
+            print_averages(times, folder_mode=True)
+        else:
+            shares = [files[d::len(devices)] for d in range(len(devices))]
+            results = run_workers(model_path, threads, shares, run.dir, args.outfmt)
+            for device, share, (device_times, _) in zip(devices, shares, results):
+                print(f"[INFO] device {device}: {len(share)} file(s)")
+                print_averages(device_times, folder_mode=True, prefix=f"[INFO] device {device}: ")
+            times = [t for device_times, _ in results for t in device_times]
+            nonfinite = sorted(n for _, names in results for n in names)
+            print(f"[INFO] card summary: {len(devices)} devices, {len(times)} file(s)")
+            print_averages(times, folder_mode=True)
+        if nonfinite:
+            print(f"[WARN] outputs holding non-finite values (NaN or Inf): {len(nonfinite)} of {len(expected)} "
+                  f"({', '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''})")
+        else:
+            print(f"[INFO] outputs holding non-finite values (NaN or Inf): 0 of {len(expected)}")
+        run.complete(expected, nonfinite_outputs=nonfinite)
+    print(run.dir)
     print(f"[INFO] pid: {os.getpid()} Execute sample success")
 
 

@@ -15,11 +15,13 @@ Needs no torch and no onnxruntime (numpy, through gan_io.py).
 """
 import argparse
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 
-from gan_io import InputError, run_main
+from gan_cli import InputError, run_main
 
 KNOWN_FORMATS = ("msame (folder or file mode)", "ais_bench / ais_infer (printed summary or summary JSON)",
                  "trtexec 7.x or 8.x-10.x", "this project's ONNX Runtime runner (msame_onnxruntime.py)")
@@ -65,13 +67,31 @@ def _latency(path, text):
     return value
 
 
-def parse_log(path):
-    """{tool, latency_ms, batch_size or None, chips or None} of one log, recognizing its format by itself."""
+# A tool's log of even a million timed calls is a few tens of MB; anything larger is not a log.
+MAX_LOG_BYTES = 64 * 1024 * 1024
+
+
+def read_log(path):
+    """A log's text; only a regular file of at most MAX_LOG_BYTES (not a device such as /dev/urandom, nor a pipe)."""
     path = Path(path)
     try:
-        text = path.read_text(errors="replace")
+        info = os.stat(path)
     except OSError as err:
         raise InputError(f"{path}: cannot read log: {err.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file (a folder, device or pipe); expected a tool's log file")
+    if info.st_size > MAX_LOG_BYTES:
+        raise InputError(f"{path}: {info.st_size:,} bytes is larger than any tool's log ({MAX_LOG_BYTES:,} at most)")
+    try:
+        with open(path, "rb") as log:
+            return log.read(MAX_LOG_BYTES + 1).decode(errors="replace")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read log: {err.strerror}") from None
+
+
+def parse_log(path):
+    """{tool, latency_ms, batch_size or None, chips or None} of one log, recognizing its format by itself."""
+    text = read_log(path)
     if text.lstrip().startswith("{"):
         return _parse_ais_json(path, text)
     if RUNNER_MARKER in text:

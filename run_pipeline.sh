@@ -31,17 +31,19 @@ while [ $# -gt 0 ]; do
         *) echo "run_pipeline.sh: error: unknown argument $1" >&2; usage; exit 2 ;;
     esac
 done
-for value in "$iters" "$batch_size"; do
-    if ! [[ "$value" =~ ^[0-9]+$ ]] || [ "$value" -eq 0 ]; then
-        echo "run_pipeline.sh: error: --iters and --batch_size take positive integers, got $value" >&2; exit 2
-    fi
-done
-[ -f "$pth" ] || { echo "run_pipeline.sh: error: $pth: no such checkpoint (pass --pth FILE)" >&2; exit 2; }
+# Every argument is checked before the first step runs, so a mistake never leaves a half-filled workdir.
+die() { echo "run_pipeline.sh: error: $*" >&2; exit 2; }
+[[ "$iters" =~ ^[0-9]+$ ]] && [ "$((10#$iters))" -gt 0 ] || die "--iters $iters: expected a positive integer"
+[[ "$batch_size" =~ ^[0-9]+$ ]] && [ "$((10#$batch_size))" -gt 0 ] || die "--batch_size $batch_size: expected a positive integer"
+[[ "$seed" =~ ^[0-9]+$ ]] || die "--seed $seed: expected an integer >= 0"
+outfmt=${outfmt^^}
+[[ "$outfmt" == TXT || "$outfmt" == BIN ]] || die "--outfmt $outfmt: expected TXT or BIN"
+[ -f "$pth" ] || die "$pth: no such checkpoint (pass --pth FILE)"
 workdir=${workdir:-runs/$(date +%Y%m%d_%H%M%S)}
-if [ -e "$workdir" ] && [ -n "$(ls -A "$workdir")" ]; then
-    echo "run_pipeline.sh: error: $workdir is not empty: pass --workdir with a new or empty folder" >&2; exit 2
+if [ -e "$workdir" ] && { [ ! -d "$workdir" ] || [ -n "$(ls -A "$workdir")" ]; }; then
+    die "$workdir is not an empty folder: pass --workdir with a new or empty folder"
 fi
-mkdir -p "$workdir"
+mkdir -p "$workdir" || die "$workdir: cannot create the work folder"
 
 log=$workdir/GAN_bs$batch_size.log
 timings=()
@@ -52,7 +54,7 @@ trap 'rm -f "$memory_file"' EXIT
 step() {  # step NAME COMMAND...: run one step, time it (and its peak memory, where GNU time exists), stop if it fails
     local name=$1 start peak="-"
     shift
-    echo "== $name: $*"
+    printf '== %s:' "$name"; printf ' %q' "$@"; echo  # quoted: the line can be pasted back into a shell
     start=$(now_us)
     if [ -x /usr/bin/time ]; then
         /usr/bin/time -f %M -o "$memory_file" "$@"

@@ -42,7 +42,7 @@ def om_models(onnx_model, tmp_path_factory):
 def test_dry_run_prints_the_three_commands(onnx_model):
     result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dry_run", env=env_without_tools())
     lines = result.stdout.strip().splitlines()
-    assert lines == [f'atc --model={onnx_model} --framework=5 --output=GAN_bs{b} --input_format=NCHW --input_shape="Z:{b},100" '
+    assert lines == [f'atc --model={onnx_model} --framework=5 --output=GAN_bs{b} --input_format=NCHW --input_shape=Z:{b},100 '
                      f"--log=error --soc_version=Ascend310" for b in (1, 16, 64)]
 
 
@@ -53,7 +53,7 @@ def test_input_name_and_size_come_from_the_onnx_file(tmp_path):
     result = run_script("atc_convert.sh", "--onnx", str(path), "--dry_run", "--batch_sizes", "4", "--precision_mode",
                         "must_keep_origin_dtype", "--soc_version", "Ascend310P3")
     assert result.stdout.strip() == (f'atc --model={path} --framework=5 --output=GAN_bs4 --input_format=NCHW '
-                                     f'--input_shape="latent:4,64" --log=error --soc_version=Ascend310P3 '
+                                     f'--input_shape=latent:4,64 --log=error --soc_version=Ascend310P3 '
                                      f'--precision_mode=must_keep_origin_dtype')
 
 
@@ -99,7 +99,10 @@ def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
     assert "[INFO] 3 outputs for 3 inputs" in result.stdout and "Execute sample success" in result.stdout
     (run,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert sorted(p.name for p in run.iterdir()) == ["0_output_0.txt", "1_output_0.txt", "2_output_0.txt"]
-    assert (tmp_path / "out" / f"{run.name}.log").is_file() and str(run) in result.stdout
+    assert (tmp_path / "out" / f".{run.name}.log").is_file() and str(run) in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[-1] == run.name, "upstream's last sorted entry is the run"
+    manifest = json.loads((tmp_path / "out" / f".{run.name}.manifest.json").read_text())
+    assert (manifest["status"], manifest["tool"], manifest["output_count"]) == ("complete", "msame", 3)
     fp16 = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16",
                       "--diff_image", "")
     assert "PASS: fp16" in fp16.stdout, "atc's default force_fp16 output passes the fp16 preset"
@@ -107,7 +110,7 @@ def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
     assert fp32.returncode == 1, "...and is rightly refused by the fp32 preset"
     run_script("GAN_txt2jpg.py", f"--txt_path={tmp_path / 'out'}", f"--infer_results_path={tmp_path / 'gen'}")
     assert len(list((tmp_path / "gen").glob("*.jpg"))) == 3
-    perf = run_script("perf_calc.py", "--log", str(tmp_path / "out" / f"{run.name}.log"), "--json")
+    perf = run_script("perf_calc.py", "--log", str(tmp_path / "out" / f".{run.name}.log"), "--json")
     row = json.loads(perf.stdout)["logs"][0]
     assert (row["tool"], row["batch_size"], row["chips"]) == ("msame", 4, 1)
 
@@ -116,7 +119,12 @@ def test_error_with_exit_0_is_a_failure(om_bs4, testdata, tmp_path):
     _, vectors = testdata
     result = msame_run(om_bs4, vectors, tmp_path / "out", MSAME_DOUBLE_FAIL_DEVICES="0")
     assert result.returncode == 1 and "msame failed on device(s) 0: [ERROR] execute model failed" in result.stderr
-    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")], "nothing presented as a run"
+    (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+    assert not list(run.iterdir()), "nothing gathered"
+    assert json.loads((tmp_path / "out" / f".{run.name}.manifest.json").read_text())["status"] == "failed"
+    images, _ = testdata
+    refused = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", check=False)
+    assert_clean_error(refused, run, "incomplete run, failed")
 
 
 def test_fewer_outputs_than_inputs_is_a_failure(om_bs4, testdata, tmp_path):
@@ -168,8 +176,11 @@ def test_one_chip_failing_in_a_card_run(om_bs4, testdata, tmp_path):
     result = msame_run(om_bs4, vectors, tmp_path / "out", "--device", "0,1,2", MSAME_DOUBLE_FAIL_DEVICES="2")
     assert result.returncode == 1 and "failed on device(s) 2" in result.stderr
     assert "[device 0] [INFO] pid:" in result.stdout
-    staging = [p for p in (tmp_path / "out").iterdir()]
-    assert len(staging) == 1 and staging[0].name.startswith(".staging_"), "kept for inspection, not presented as a run"
+    (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+    staging = tmp_path / "out" / f".{run.name}.staging"
+    assert not list(run.iterdir()) and (staging / "device2.log").is_file() and (staging / "run.log").is_file(), \
+        "kept for inspection, not presented as a run"
+    assert str(staging) in result.stderr
 
 
 def test_ais_bench(om_bs4, testdata, tmp_path):
@@ -178,7 +189,8 @@ def test_ais_bench(om_bs4, testdata, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     (run,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".bin") == ["0_0.bin", "1_0.bin", "2_0.bin"]
-    assert len(list(run.glob("device*_summary.json"))) == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob(".*_summary.json")) == [f".{run.name}.device{d}_summary.json" for d in (0, 1)]
+    assert sorted(p.name for p in run.iterdir()) == ["0_0.bin", "1_0.bin", "2_0.bin"], "a run folder holds outputs only"
     assert "PASS: fp16" in run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}",
                                       "--tolerance", "fp16", "--diff_image", "").stdout
     log = next((tmp_path / "out").glob("*.log"))

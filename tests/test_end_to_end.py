@@ -52,6 +52,7 @@ def test_readme_commands_in_order(tmp_path, checkpoint):
     vectors = sorted(p.name for p in (work / "vectors").iterdir())
     assert vectors == ["0.bin", "1.bin", "2.bin"]
     (run,) = [p for p in (work / "out").iterdir() if p.is_dir()]
+    assert (work / "out" / f".{run.name}.manifest.json").is_file()
     for i in range(3):
         online = np.fromfile(work / "images" / f"{i}.bin", np.float32)
         text = np.array((run / f"{i}_output_0.txt").read_text().split(), np.float32)
@@ -74,7 +75,7 @@ def test_run_pipeline_sh(tmp_path, checkpoint):
     assert fps and float(fps.group(1)) > 0
     again = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir)],
                            capture_output=True, text=True)
-    assert again.returncode == 2 and "not empty" in again.stderr, "an earlier run is never overwritten"
+    assert again.returncode == 2 and "not an empty folder" in again.stderr, "an earlier run is never overwritten"
 
 
 def test_run_pipeline_sh_stops_on_a_failing_step(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import assert_clean_error, latent, no_torch_env, partial_files, run_script
 from gan_io import format_msame_txt, parse_txt
-from gan_io import new_run_folder
+from gan_runs import Run, manifest_path
 
 
 def reference_txt(array):
@@ -28,10 +28,13 @@ def test_txt_format_is_msames():
 
 
 def test_run_folders_sort_by_time_and_are_never_reused(tmp_path):
-    folders = [new_run_folder(tmp_path) for _ in range(20)]
+    folders = [Run(tmp_path, tool="test").dir for _ in range(20)]
     assert len(set(folders)) == 20
     assert sorted(f.name for f in folders) == [f.name for f in folders]
     assert all(re.fullmatch(r"\d{8}_\d{6}_\d{6}", f.name) for f in folders)
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    assert listing[-1] == folders[-1].name, "the manifests are hidden names: the newest run folder still sorts last"
+    assert all(manifest_path(f).is_file() for f in folders)
 
 
 def test_folder_mode_txt_and_bin(onnx_model, testdata, tmp_path):
@@ -46,7 +49,7 @@ def test_folder_mode_txt_and_bin(onnx_model, testdata, tmp_path):
     assert re.search(r"^Inference average time : \d+\.\d{6} ms$", txt.stdout, re.M)
     assert re.search(r"^Inference average time without first time: \d+\.\d{6} ms$", txt.stdout, re.M)
     assert "Execute sample success" in lines[-1]
-    run_txt, run_bin = sorted((tmp_path / "out").iterdir())
+    run_txt, run_bin = sorted(p for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
     assert lines[-2] == str(run_txt), "the run folder's path is printed as a bare line"
     assert sorted(p.name for p in run_txt.iterdir()) == ["0_output_0.txt", "1_output_0.txt", "2_output_0.txt"]
     for i in range(3):
@@ -65,7 +68,7 @@ def test_file_mode_loops_and_names_after_model(onnx_model, tmp_path):
                         str(tmp_path / "out"), "--loop", "5")
     assert result.stdout.count("Inference time:") == 5
     assert re.search(r"^Inference average time: \d+\.\d+ ms$", result.stdout, re.M), "file mode: no space before the colon"
-    (run,) = (tmp_path / "out").iterdir()
+    (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
     assert [p.name for p in run.iterdir()] == ["GAN_output_0.bin"]
 
 
@@ -78,7 +81,7 @@ def test_card_run_over_four_workers_keeps_every_output(onnx_model, tmp_path):
     card = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output",
                       str(tmp_path / "card"), "--device", "0,1,2,3")
     assert "4 worker(s)" in card.stdout and "[INFO] card summary: 4 devices, 10 file(s)" in card.stdout
-    (one,), (four,) = (tmp_path / "one").iterdir(), (tmp_path / "card").iterdir()
+    (one,), (four,) = [[p for p in (tmp_path / d).iterdir() if p.is_dir()] for d in ("one", "card")]
     names = sorted(p.name for p in four.iterdir())
     assert names == sorted(f"{i}_output_0.bin" for i in range(10))
     for name in names:

@@ -43,7 +43,7 @@ def test_bad_counts_and_stale_batches(checkpoint, tmp_path, testdata):
     images, vectors = testdata  # 3 batches there; asking for 2 would leave batch 2 to be mistaken for this run's
     assert_clean_error(run_script("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={images}",
                                   f"--offline_path={vectors}", "--iters", "2", "--batch_size", "4", check=False),
-                       "batches 2..2", "earlier run")
+                       "holds batches 2 of an earlier run")
 
 
 def test_unwritable_output_folder(checkpoint, tmp_path):

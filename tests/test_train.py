@@ -31,13 +31,13 @@ def test_train_saves_loadable_weights_samples_and_resumes(tmp_path):
     assert generator(torch.zeros(2, 100)).shape == (2, 1, 28, 28)
     train_dir = tmp_path / "weights" / "g_train"
     assert (train_dir / "epoch_001.png").is_file() and (train_dir / "checkpoint.pt").is_file()
-    checkpoint = torch.load(train_dir / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(train_dir / "checkpoint.pt", weights_only=True)  # tensors and plain values: resumable safely
     assert {"generator", "discriminator", "opt_g", "opt_d", "ema", "epoch"} <= set(checkpoint) and checkpoint["epoch"] == 0
     second = run_script("GAN_train.py", "--data_root", str(data), "--epochs", "2", "--batch_size", "32", "--output", str(output),
                         "--resume", str(train_dir / "checkpoint.pt"))
     assert "resumed from" in second.stdout and "epoch=2 " in second.stdout and "epoch=1 " not in second.stdout
     assert (train_dir / "epoch_002.png").is_file()
-    assert torch.load(train_dir / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(train_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
     after = torch.load(output, weights_only=True)
     assert not torch.equal(after["model.0.weight"], state["model.0.weight"]), "training went on"
 

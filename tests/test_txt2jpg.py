@@ -8,7 +8,8 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from conftest import assert_clean_error, no_torch_env, partial_files, run_script
-from gan_io import find_run_folder, format_msame_txt, grid_array, list_output_files, save_grid
+from gan_io import format_msame_txt, grid_array, save_grid
+from gan_runs import list_output_files, open_run
 
 
 @pytest.mark.parametrize("count", [1, 4, 10, 64])
@@ -46,8 +47,8 @@ def test_newest_run_folder_by_time_not_by_name(tmp_path):
     write_outputs(new, ["0_output_0.txt"], images)
     os.utime(old, (time.time() - 100, time.time() - 100))
     assert sorted(p.name for p in (tmp_path / "out").iterdir())[-1] == old.name
-    assert find_run_folder(tmp_path / "out") == new
-    assert find_run_folder(new) == new, "a folder holding outputs is used as it is"
+    assert open_run(tmp_path / "out").path == new
+    assert open_run(new).path == new, "a folder holding outputs is used as it is"
 
 
 def test_batch_index_is_the_whole_stem_and_every_naming_is_read(tmp_path):

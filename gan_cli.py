@@ -1,0 +1,206 @@
+"""What every step shares as a command-line program: one-line errors, signals, argument types, path checks.
+
+A step's main(args) runs under run_main(): a user error (InputError), any OSError (a missing, unreadable or
+unwritable file, a full disk, a path the system cannot take), a path that is not valid UTF-8, SIGINT and
+SIGTERM all end as one line on stderr, `<prog>: error: <file>: <reason>`, and a non-zero exit, never a
+traceback. SIGINT and SIGTERM unwind the stack like an exception, so every temporary file is removed on the
+way out (gan_io.atomic_path). Bugs still raise. Needs only the standard library.
+"""
+import argparse
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+
+class InputError(Exception):
+    """A problem the user can fix (missing file, wrong size, wrong format). Printed as one line, no traceback."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. A BaseException, so that no `except Exception` swallows it on the way out."""
+
+    def __init__(self, signum):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_interrupted(signum, frame):
+    # Ignore repeats while the stack unwinds, so that the clean-up of temporary files is not cut short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def install_signal_handlers():
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+
+
+def describe_os_error(err):
+    """`<file>: <reason>` for any OSError, naming the file whenever the system told which one."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return reason
+    text = f"{os.fsdecode(err.filename)}: {reason}"
+    return text + (f" (and {os.fsdecode(err.filename2)})" if err.filename2 is not None else "")
+
+
+def one_line(text):
+    return re.sub(r"\s*\n\s*", " ", str(text)).strip()
+
+
+def run_main(main, parser, argv=None, pass_unknown=False):
+    """Run a step's main(args); every fault a user can meet ends as one line on stderr and a non-zero exit.
+
+    Bad flags exit 2 (argparse's convention), bad files and faults exit 1, a signal 128 + its number. With
+    pass_unknown, flags the parser does not know are kept in args.unknown (for a driver that hands them on).
+    """
+    def fail(code, message):
+        print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
+        sys.exit(code)
+
+    def one_line_usage_error(message):
+        fail(2, f"{message} (see --help)")
+
+    parser.error = one_line_usage_error
+    # Paths that are not valid UTF-8 reach Python as surrogate escapes; print them back as the bytes they were.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    install_signal_handlers()
+    try:
+        if pass_unknown:
+            args, args.unknown = parser.parse_known_args(argv)
+        else:
+            args = parser.parse_args(argv)
+        return main(args)
+    except InputError as err:
+        fail(1, err)
+    except OSError as err:
+        fail(1, describe_os_error(err))
+    except UnicodeError as err:
+        fail(1, f"a path or name is not valid UTF-8 ({type(err).__name__}: {err.reason}): rename it")
+    except Interrupted as err:
+        fail(128 + err.signum, f"interrupted by {err}; temporary files removed, nothing reported as done")
+    except KeyboardInterrupt:
+        fail(128 + signal.SIGINT, "interrupted by SIGINT; temporary files removed, nothing reported as done")
+
+
+def positive_int(text):
+    """argparse type for counts such as --iters and --batch_size: 0 or negative is refused at parse time."""
+    value = _int(text, "a positive integer")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type for seeds: numpy's seed sequences take integers >= 0."""
+    value = _int(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _int(text, expected):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def short_list(items, limit=6):
+    """`a, b, c and 4 more`: a list that keeps an error message to one readable line."""
+    items = [str(item) for item in items]
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def progress(iterable, quiet=False, **kwargs):
+    """A tqdm progress bar on a terminal, nothing in logs or with --quiet."""
+    if quiet or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Paths: no command may write over what it reads.
+
+def refuse_overlap(inputs, outputs):
+    """Refuse, before anything is written, an output path that is an input path or lies inside an input folder.
+
+    inputs and outputs are (flag, path) pairs; None paths are skipped. Paths are compared after following
+    symbolic links, and an existing output file that is a hard link of an input file counts as the same file.
+    Two outputs of one command may not be the same path either.
+    """
+    inputs = [(flag, Path(path)) for flag, path in inputs if path is not None]
+    outputs = [(flag, Path(path)) for flag, path in outputs if path is not None]
+    for k, (out_flag, out) in enumerate(outputs):
+        real_out = Path(os.path.realpath(out))
+        for in_flag, inp in inputs:
+            real_in = Path(os.path.realpath(inp))
+            if real_out == real_in or _same_file(out, inp):
+                raise InputError(f"{out}: {out_flag} is the same path as {in_flag} {inp}: writing it would destroy an input; "
+                                 f"choose another path")
+            if real_in in real_out.parents and real_in.is_dir():
+                raise InputError(f"{out}: {out_flag} lies inside the input folder {in_flag} {inp}: choose a path outside it")
+        for other_flag, other in outputs[k + 1:]:
+            if real_out == Path(os.path.realpath(other)):
+                raise InputError(f"{out}: {out_flag} and {other_flag} are the same path: one would replace the other")
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(path, flag):
+    """An output file path must not be a folder; its folder is created if missing. Checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {flag} is a folder; expected a file path")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{parent}: cannot create the folder for {flag}: {err.strerror}") from None
+    if not parent.is_dir():
+        raise InputError(f"{parent}: the folder of {flag} {path} is not a folder")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Child processes die with their parent.
+
+def die_with_parent(parent_pid):
+    """In a child process: be killed when the parent dies (Linux PR_SET_PDEATHSIG), and exit now if it already has.
+
+    Elsewhere the caller's own check of os.getppid() between work items is the fallback.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def pid_alive(pid):
+    """Whether a process with this id exists (on this host)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
