@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_cli import InputError, run_main
+from gan_cli import InputError, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import ensure_dir, latent_batch, write_bytes_atomic
 from models import load_generator
 from msame_onnxruntime import RUNNER_MARKER, Runner
@@ -40,8 +40,8 @@ def get_args_parser():
     parser.add_argument("--onnx", default=None, help="fp32 ONNX model (default: exported from --pth into a temporary folder)")
     parser.add_argument("--int8", default=None, help="int8 ONNX model from GAN_pth2onnx.py --quantize int8 (optional)")
     parser.add_argument("--batch_sizes", default="1,16,64", help="comma-separated batch sizes")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per engine and batch size")
-    parser.add_argument("--round_seconds", type=float, default=0.3, help="approximate length of one round")
+    parser.add_argument("--rounds", type=positive_int, default=7, help="timed rounds per engine and batch size")
+    parser.add_argument("--round_seconds", type=non_negative_float, default=0.3, help="approximate length of one round")
     parser.add_argument("--log_dir", default="bench_logs", help="where the msame-style logs go")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
@@ -120,6 +120,7 @@ def main(args):
     engines = {"pytorch_eager": None, "onnxruntime_fp32": Runner(onnx_path)}
     if args.int8:
         engines["onnxruntime_int8"] = Runner(args.int8)
+    refuse_overlap([("--pth", args.pth), ("--onnx", args.onnx), ("--int8", args.int8)], [("--log_dir", args.log_dir)])
     log_dir = ensure_dir(args.log_dir, "log folder")
 
     peak, peak_by_lib = matmul_peak_gflops(args.rounds, args.round_seconds)

@@ -104,6 +104,8 @@ class DigitScorer:
         for images in batches:
             for start in range(0, len(images), 512):
                 probs, feats = self.features(images[start:start + 512])
+                if not (np.isfinite(probs).all() and np.isfinite(feats).all()):
+                    raise InputError("the classifier's outputs are not finite (NaN or Inf): its weights are broken")
                 count += len(probs)
                 prob_sum += probs.sum(axis=0)
                 plogp_sum += float((probs * np.log(np.clip(probs, 1e-12, None))).sum())
@@ -234,6 +236,8 @@ def main(args):
     rows = []
     if args.real_mnist:
         images, _ = mnist_split(args.real_mnist, train=True)
+        if args.real_samples > len(images):
+            raise InputError(f"--real_samples {args.real_samples}: {args.real_mnist} holds {len(images)} training images")
         pick = np.random.default_rng(0).choice(len(images), args.real_samples, replace=False)
         rows.append(dict(scorer.score_batches([images[np.sort(pick)]]), source=f"real MNIST train ({args.real_samples})"))
     for path in args.images_path:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gan_cli import InputError, check_output_file, refuse_overlap, run_main
+from gan_cli import InputError, check_output_file, non_negative_float, refuse_overlap, run_main
 from gan_io import IMG_SHAPE, LATENT_DIM, onnx_session, write_bytes_atomic
 from models import load_generator
 
@@ -36,7 +36,7 @@ def get_args_parser():
     parser.add_argument("--output_file", default="GAN.onnx", help="ONNX model to write")
     parser.add_argument("--opset", type=int, default=11, help="ONNX opset (atc of CANN 5.x/6.x accepts 9..13)")
     parser.add_argument("--fold", action="store_true", help="fold each BatchNorm1d into the Linear before it")
-    parser.add_argument("--max_diff", type=float, default=1e-4, help="largest ONNX Runtime vs PyTorch difference accepted")
+    parser.add_argument("--max_diff", type=non_negative_float, default=1e-4, help="largest ONNX Runtime vs PyTorch difference accepted")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none",
                         help="int8: also write an ONNX Runtime dynamically quantized model (CPU only, not for atc)")
     parser.add_argument("--int8_file", default=None, help="int8 model to write (default: <output_file stem>_int8.onnx)")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from gan_cli import InputError, non_negative_int, positive_int, progress, refuse_overlap, run_main, short_list
-from gan_io import check_finite, check_grid_fits, ensure_dir, latent_batch, numbered_files, save_grid, write_bin
+from gan_cli import InputError, available_memory, non_negative_int, positive_int, progress, refuse_overlap, run_main, short_list
+from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, ensure_dir, latent_batch, numbered_files, save_grid, write_bin
 from models import load_generator
 
 
@@ -34,7 +34,15 @@ def get_args_parser():
     return parser
 
 
+# float32 values held per latent vector at the peak of a forward pass (input, widest layers, output, its copy)
+VALUES_PER_IMAGE_AT_PEAK = LATENT_DIM + 2 * 1024 + 3 * IMG_SIZE
+
+
 def main(args):
+    need, free = args.batch_size * VALUES_PER_IMAGE_AT_PEAK * 4, available_memory()
+    if free is not None and need > free:
+        raise InputError(f"--batch_size {args.batch_size}: one batch needs about {need / 2**30:.1f} GiB of memory, "
+                         f"{free / 2**30:.1f} GiB is available: use smaller batches (and more --iters)")
     refuse_overlap([("--pth_path", args.pth_path)], [("--online_path", args.online_path), ("--offline_path", args.offline_path)])
     if not args.no_jpg:
         check_grid_fits(args.batch_size, Path(args.online_path) / "0.jpg")

@@ -111,7 +111,10 @@ def main(args):
     np.random.seed(args.seed)
     output = check_output_file(args.output, "--output")
     train_dir = output.with_name(output.stem + "_train")
-    refuse_overlap([("--data_root", args.data_root), ("--resume", args.resume), ("--eval_model", args.eval_model)],
+    if not (args.lr > 0 and 0 <= args.ema_decay < 1):
+        raise InputError(f"--lr {args.lr} must be > 0 and --ema_decay {args.ema_decay} in [0, 1)")
+    mnist_raw = Path(args.data_root) / "MNIST" / "raw"  # only these files are read
+    refuse_overlap([("--data_root", mnist_raw), ("--resume", args.resume), ("--eval_model", args.eval_model)],
                    [("--output", output), ("its training folder", train_dir)])
     ckpt = None
     if args.resume:

@@ -28,6 +28,9 @@ def main(args):
     started = time.perf_counter()
     run = open_run(args.txt_path)
     refuse_overlap([("--txt_path", args.txt_path), ("the run folder", run.path)], [("--infer_results_path", args.infer_results_path)])
+    if numbered_files(args.infer_results_path, ".bin"):
+        raise InputError(f"{args.infer_results_path}: holds <i>.bin files, like GAN_testdata.py's online folder: offline grids "
+                         f"there would replace its <i>.jpg; choose another folder")
     stale = sorted(set(numbered_files(args.infer_results_path, ".jpg")) - set(run.outputs))
     if stale:
         raise InputError(f"{args.infer_results_path}: holds grids {short_list(stale)} that are not batches of this run "

@@ -7,6 +7,7 @@ traceback. SIGINT and SIGTERM unwind the stack like an exception, so every tempo
 way out (gan_io.atomic_path). Bugs still raise. Needs only the standard library.
 """
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -26,16 +27,61 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
+_deferring = 0  # > 0 while a temporary file is being created and not yet owned by a try block
+_pending = None
+
+
 def _raise_interrupted(signum, frame):
+    global _pending
+    if _deferring:
+        _pending = signum
+        return
     # Ignore repeats while the stack unwinds, so that the clean-up of temporary files is not cut short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for other in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT / SIGTERM / SIGHUP back for a few statements (creating a file and recording its name);
+    one that arrived meanwhile is raised when the block ends."""
+    global _deferring, _pending
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            _raise_interrupted(signum, None)
+
+
 def install_signal_handlers():
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupted)
+
+
+class _NamedStdout:
+    """sys.stdout whose write errors (a full disk under `> log`, a closed pipe) name it: "standard output: ..."."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise InputError(f"standard output: {err.strerror or err}") from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except OSError as err:
+            raise InputError(f"standard output: {err.strerror or err}") from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def describe_os_error(err):
@@ -59,6 +105,10 @@ def run_main(main, parser, argv=None, pass_unknown=False):
     """
     def fail(code, message):
         print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except (OSError, InputError):  # stdout itself failed: drop what it still holds, it cannot be written
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         sys.exit(code)
 
     def one_line_usage_error(message):
@@ -68,13 +118,16 @@ def run_main(main, parser, argv=None, pass_unknown=False):
     # Paths that are not valid UTF-8 reach Python as surrogate escapes; print them back as the bytes they were.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
+        sys.stdout = _NamedStdout(sys.stdout)
     install_signal_handlers()
     try:
         if pass_unknown:
             args, args.unknown = parser.parse_known_args(argv)
         else:
             args = parser.parse_args(argv)
-        return main(args)
+        result = main(args)
+        sys.stdout.flush()
+        return result
     except InputError as err:
         fail(1, err)
     except OSError as err:
@@ -83,6 +136,8 @@ def run_main(main, parser, argv=None, pass_unknown=False):
         fail(1, f"a path or name is not valid UTF-8 ({type(err).__name__}: {err.reason}): rename it")
     except Interrupted as err:
         fail(128 + err.signum, f"interrupted by {err}; temporary files removed, nothing reported as done")
+    except MemoryError:
+        fail(1, "not enough memory for this step: use smaller batches or fewer files at a time")
     except KeyboardInterrupt:
         fail(128 + signal.SIGINT, "interrupted by SIGINT; temporary files removed, nothing reported as done")
 
@@ -100,6 +155,17 @@ def non_negative_int(text):
     value = _int(text, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type for tolerances such as --max_diff: a finite number >= 0 (NaN would pass every comparison)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 
@@ -204,3 +270,14 @@ def pid_alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, pid_alive
+from gan_cli import InputError, pid_alive, signals_deferred
 
 LATENT_DIM = 100
 IMG_SHAPE = (1, 28, 28)
@@ -55,12 +55,11 @@ def atomic_path(path):
     path = Path(path)
     folder = path.parent
     _sweep_stale_parts(folder)
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=folder)
-    except OSError as err:
-        raise InputError(f"{path}: cannot write: {err.strerror}") from None
-    os.close(fd)
-    try:
+        with signals_deferred():  # a signal between creating the file and knowing its name would leak it
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=folder)
+            os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
@@ -73,8 +72,9 @@ def atomic_path(path):
 
 
 def _unlink_quietly(path):
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def write_bytes_atomic(path, data):

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import InputError, die_with_parent, refuse_overlap, run_main
+from gan_cli import InputError, die_with_parent, positive_int, refuse_overlap, run_main
 from gan_io import LATENT_DIM, write_bytes_atomic
 from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
 
@@ -44,7 +44,7 @@ def get_args_parser():
     parser.add_argument("--device", type=parse_devices, default=[0], help="device id or comma-separated list (0,1,2,3: a 310 card)")
     parser.add_argument("--tool", choices=["msame", "ais_bench"], default="msame", help="inference tool")
     parser.add_argument("--msame", default=None, help="msame executable (else $MSAME_BIN, ./msame, then PATH)")
-    parser.add_argument("--features", type=int, default=LATENT_DIM, help="float32 values per input row")
+    parser.add_argument("--features", type=positive_int, default=LATENT_DIM, help="float32 values per input row")
     return parser
 
 

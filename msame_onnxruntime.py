@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, Interrupted, die_with_parent, describe_os_error, install_signal_handlers, refuse_overlap, run_main
+from gan_cli import (InputError, Interrupted, die_with_parent, describe_os_error, install_signal_handlers, non_negative_int,
+                     refuse_overlap, run_main)
 from gan_io import format_msame_txt, onnx_session, read_bytes, write_bytes_atomic
 from gan_runs import Run, active_devices, check_input, list_inputs, parse_devices
 
@@ -40,7 +41,7 @@ def get_args_parser():
     parser.add_argument("--loop", type=int, default=1, help="executions in file mode, 1..100 (ignored in folder mode, as in msame)")
     parser.add_argument("--device", type=parse_devices, default=[0],
                         help="device id, or a comma-separated list: one worker process per device, files split between them")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="ONNX Runtime intra-op threads per worker (0: cores / workers for fp32, 1 for an int8 model)")
     return parser
 

@@ -35,6 +35,8 @@ done
 die() { echo "run_pipeline.sh: error: $*" >&2; exit 2; }
 [[ "$iters" =~ ^[0-9]+$ ]] && [ "$((10#$iters))" -gt 0 ] || die "--iters $iters: expected a positive integer"
 [[ "$batch_size" =~ ^[0-9]+$ ]] && [ "$((10#$batch_size))" -gt 0 ] || die "--batch_size $batch_size: expected a positive integer"
+# GAN_testdata.py's limit (gan_io.JPEG_MAX_SIDE): taller grids do not fit a JPEG
+[ "$((10#$batch_size))" -le 17464 ] || die "--batch_size $batch_size: a grid of more than 17464 images is taller than JPEG allows"
 [[ "$seed" =~ ^[0-9]+$ ]] || die "--seed $seed: expected an integer >= 0"
 outfmt=${outfmt^^}
 [[ "$outfmt" == TXT || "$outfmt" == BIN ]] || die "--outfmt $outfmt: expected TXT or BIN"

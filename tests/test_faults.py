@@ -8,7 +8,6 @@ root's bypass of file permissions does not hide the fault (skipped, with the rea
 """
 import json
 import os
-import pickle
 import resource
 import shutil
 import signal
@@ -24,7 +23,7 @@ import torch
 from onnx import numpy_helper
 
 from conftest import ROOT, assert_clean_error, latent, partial_files, random_generator, run_script
-from test_ascend_tools import DOUBLES, env_with
+from test_ascend_tools import env_with
 
 PY = sys.executable
 SETPRIV = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
@@ -373,6 +372,33 @@ def test_unreadable_files_and_folders(onnx_model, testdata, tmp_path, setpriv_wo
     assert_clean_error(result, readonly, "not writable")
 
 
+def test_full_disk_under_standard_output(onnx_model, testdata, tmp_path, small_disk):
+    folder, preexec, reason = small_disk
+    images, vectors = testdata
+    out = tmp_path / "out"
+    run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out))
+    log = open(folder / "compare.log", "w")
+    if preexec is None:
+        fill(folder)
+    else:  # RLIMIT_FSIZE applies to every file a process writes, its redirected stdout included
+        preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))  # noqa: E731
+    with log:
+        result = subprocess.run([PY, str(ROOT / "GAN_compare.py"), f"--online_path={images}", f"--offline_path={out}",
+                                 "--diff_image", ""], stdout=log, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"GAN_compare.py: error: standard output: {reason}"], result.stderr
+
+
+def fill(folder):
+    """Fill a small file system to the last byte."""
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
 def test_diff_image_paths(onnx_model, testdata, tmp_path):
     images, vectors = testdata
     out = tmp_path / "out"
@@ -415,6 +441,18 @@ def test_paths_that_are_not_utf8(checkpoint, testdata, tmp_path):
                              b"--output", out], capture_output=True)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"Execute sample success" in result.stdout and len(os.listdir(out)) == 2  # the run folder and its manifest
+
+
+def test_batches_too_large_for_memory_or_arguments_out_of_range(checkpoint, onnx_model, tmp_path):
+    result = run("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={tmp_path / 'i'}", f"--offline_path={tmp_path / 'v'}",
+                 "--batch_size", "100000000", "--no_jpg")
+    assert_clean_error(result, "--batch_size 100000000", "GiB of memory", "is available")
+    assert not (tmp_path / "i").exists()
+    result = run("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={tmp_path / 'g.onnx'}", "--max_diff", "nan")
+    assert result.returncode == 2 and "--max_diff" in result.stderr and not (tmp_path / "g.onnx").exists()
+    result = run("msame_driver.py", "--model", str(onnx_model), "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                 "--features", "0")
+    assert result.returncode == 2 and "--features" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_grids_too_large_for_jpeg(checkpoint, onnx_model, tmp_path):
@@ -605,8 +643,13 @@ def test_folder_whose_name_holds_bin_is_a_folder(onnx_model, testdata, tmp_path)
 
 @pytest.mark.parametrize("flag,value,message", [("--seed", "-1", "--seed -1: expected an integer >= 0"),
                                                 ("--outfmt", "PDF", "--outfmt PDF: expected TXT or BIN"),
-                                                ("--iters", "ten", "--iters ten: expected a positive integer")])
+                                                ("--iters", "ten", "--iters ten: expected a positive integer"),
+                                                ("--batch_size", "17465", "--batch_size 17465: a grid of more than 17464 "
+                                                                           "images is taller than JPEG allows")])
 def test_run_pipeline_checks_arguments_before_any_step(tmp_path, flag, value, message):
+    from gan_io import JPEG_MAX_SIDE, grid_height
+
+    assert grid_height(17464) <= JPEG_MAX_SIDE < grid_height(17465), "run_pipeline.sh's bound is GAN_testdata.py's"
     workdir = tmp_path / "work"
     result = run("run_pipeline.sh", "--workdir", str(workdir), flag, value)
     assert result.returncode == 2 and result.stderr.strip() == f"run_pipeline.sh: error: {message}"
@@ -622,3 +665,8 @@ def test_txt2jpg_refuses_grids_of_an_earlier_run(onnx_model, testdata, tmp_path)
     (gen / "7.jpg").write_bytes(b"an earlier run's grid")
     assert_clean_error(run("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={gen}"), gen, "holds grids 7")
     assert sorted(p.name for p in gen.iterdir()) == ["7.jpg"]
+    images, _ = testdata
+    jpgs = {p.name: p.read_bytes() for p in images.glob("*.jpg")}
+    result = run("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={images}")
+    assert_clean_error(result, images, "online folder", "would replace its <i>.jpg")
+    assert {p.name: p.read_bytes() for p in images.glob("*.jpg")} == jpgs
