@@ -10,6 +10,10 @@ reported latency is the median of the rounds (robust to a noisy neighbour). Engi
 large fp32 matrix product measured in the same run, divided by the model's FLOPs per image (3.0 M).
 Every latency is also written as a log in the ONNX Runtime runner's format and read back through
 perf_calc.py, so the same tool computes every images/s figure.
+
+The ONNX Runtime engines run as the runner runs them by default: the thread count chosen by a measurement
+at start-up on that batch. Beside it, every fixed thread count is timed the same way (one pass forward and
+one backward, the better kept), so the table shows what the default chose against the best fixed choice.
 """
 import argparse
 import json
@@ -27,7 +31,7 @@ import torch
 from gan_cli import InputError, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import ensure_dir, latent_batch, write_bytes_atomic
 from models import load_generator
-from msame_onnxruntime import RUNNER_MARKER, Runner
+from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
 from perf_calc import throughput
 
 # Multiply-adds of the five Linear layers, x2 for FLOPs (BatchNorm, activations and Tanh are negligible).
@@ -63,6 +67,14 @@ def time_rounds(call, rounds, round_seconds):
             call()
         means.append((time.perf_counter() - start) * 1000 / repeats)
     return statistics.median(means)
+
+
+def time_each(calls, rounds, round_seconds):
+    """{name: ms per call} for several calls, each timed by time_rounds in one pass forward and one backward; a
+    call's figure is the better of its two, so a drift in the machine's load favours none of them."""
+    names = list(calls)
+    passes = [{name: time_rounds(calls[name], rounds, round_seconds) for name in order} for order in (names, names[::-1])]
+    return {name: min(p[name] for p in passes) for name in names}
 
 
 def matmul_peak_gflops(rounds, round_seconds, n=2048):
@@ -116,41 +128,50 @@ def main(args):
         onnx_path = Path(tempfile.mkdtemp()) / "GAN.onnx"
         onnx_path.write_bytes(export_onnx(generator, opset=11))
     threads = torch.get_num_threads()
-    # The ONNX Runtime engines as the runner configures them (thread count per model type, I/O binding).
-    engines = {"pytorch_eager": None, "onnxruntime_fp32": Runner(onnx_path)}
-    if args.int8:
-        engines["onnxruntime_int8"] = Runner(args.int8)
+    models = {"onnxruntime_fp32": onnx_path, **({"onnxruntime_int8": args.int8} if args.int8 else {})}
     refuse_overlap([("--pth", args.pth), ("--onnx", args.onnx), ("--int8", args.int8)], [("--log_dir", args.log_dir)])
     log_dir = ensure_dir(args.log_dir, "log folder")
 
     peak, peak_by_lib = matmul_peak_gflops(args.rounds, args.round_seconds)
     limit = peak * 1e9 / MODEL_FLOPS
-    rows = []
+    rows, thread_rows = [], []
     for batch in batches:
         z = latent_batch(0, 0, batch)
         tz = torch.from_numpy(z)
-        for engine, runner in engines.items():
-            if runner is None:
-                def call():
-                    with torch.inference_mode():
-                        generator(tz)
-            else:
-                def call(runner=runner):
-                    runner.execute(z)
-            latency = time_rounds(call, args.rounds, args.round_seconds)
+
+        def eager():
+            with torch.inference_mode():
+                generator(tz)
+
+        latencies = {"pytorch_eager": (time_rounds(eager, args.rounds, args.round_seconds), threads, Path(args.pth).name)}
+        # torch's OpenMP threads spin for a while after their last parallel region (measured: under 50 ms here),
+        # and on 2 cores they would slow whatever is timed next, the thread measurement included
+        time.sleep(0.2)
+        for engine, model in models.items():
+            # The runner's default (threads measured at start-up on this batch) against every fixed choice.
+            auto = Runner(Path(model), 0, probe=z)
+            fixed = {t: Runner(Path(model), t) for t in thread_candidates()}
+            timed = time_each({"auto": lambda r=auto: r.execute(z), **{t: (lambda r=r: r.execute(z)) for t, r in fixed.items()}},
+                              args.rounds, args.round_seconds)
+            best = min(fixed, key=lambda t: timed[t])
+            thread_rows.append({"engine": engine, "batch_size": batch, "default_threads": auto.threads, "default_ms": timed["auto"],
+                                "fixed_ms": {str(t): timed[t] for t in fixed}, "best_fixed_threads": best,
+                                "best_fixed_ms": timed[best], "default_over_best": timed["auto"] / timed[best]})
+            latencies[engine] = (timed["auto"], auto.threads, Path(model).name)
+        for engine, (latency, engine_threads, model_name) in latencies.items():
             log = log_dir / f"{engine}_bs{batch}.log"
-            model_name = Path(str(runner.model_path if runner else args.pth)).name
-            write_runner_log(log, model_name, batch, latency, engine, runner.threads if runner else threads)
+            write_runner_log(log, model_name, batch, latency, engine, engine_threads)
             figure = throughput(log)
             rows.append({"engine": engine, "batch_size": batch, "latency_ms": figure["latency_ms"], "fps": figure["fps"],
-                         "share_of_limit": figure["fps"] / limit, "log": str(log)})
+                         "share_of_limit": figure["fps"] / limit, "threads": engine_threads, "log": str(log)})
+    engines = ["pytorch_eager", *models]
     fps = {(r["engine"], r["batch_size"]): r["fps"] for r in rows}
     ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
                "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
     txt = txt_io_ms(args.rounds, args.round_seconds)
     result = {"machine": machine, "txt_io_ms_per_batch_of_64": txt, "matmul_peak_gflops": peak, "matmul_gflops_by_library": peak_by_lib,
-              "model_mflops_per_image": MODEL_FLOPS / 1e6, "limit_images_per_s": limit, "rows": rows,
+              "model_mflops_per_image": MODEL_FLOPS / 1e6, "limit_images_per_s": limit, "rows": rows, "threads": thread_rows,
               "ratio_to_pytorch": {str(b): r for b, r in ratios.items()}}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -164,6 +185,11 @@ def main(args):
         ratio = fps[(row["engine"], row["batch_size"])] / fps[("pytorch_eager", row["batch_size"])]
         print(f"{row['engine']:<18} {row['batch_size']:>5} {row['latency_ms']:>11.4f} {row['fps']:>12,.0f} {ratio:>9.2f} "
               f"{row['share_of_limit']:>9.1%}")
+    print(f"{'thread choice':<18} {'batch':>5} {'default':>14} {'best fixed':>14} {'default/best':>12}  every fixed choice")
+    for row in thread_rows:
+        print(f"{row['engine']:<18} {row['batch_size']:>5} {row['default_ms']:>8.4f} ms x{row['default_threads']:<2} "
+              f"{row['best_fixed_ms']:>8.4f} ms x{row['best_fixed_threads']:<2} {row['default_over_best']:>12.3f}  "
+              + ", ".join(f"{t}: {ms:.4f} ms" for t, ms in row["fixed_ms"].items()))
     print(f"msame TXT, one batch of 64: write {txt['write_ours']:.2f} ms (np.savetxt {txt['write_np_savetxt']:.2f} ms, "
           f"x{txt['write_np_savetxt'] / txt['write_ours']:.2f}), read {txt['read_ours']:.2f} ms "
           f"(np.loadtxt {txt['read_np_loadtxt']:.2f} ms, x{txt['read_np_loadtxt'] / txt['read_ours']:.2f})")

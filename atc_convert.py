@@ -1,13 +1,17 @@
-"""Run atc once per batch size and judge each conversion by its log and by the .om file on disk.
+"""Run atc once per batch size (or once for a dynamic-batch model) and judge each conversion by its log and its .om.
 
     bash atc_convert.sh --onnx GAN.onnx                 # GAN_bs1.om, GAN_bs16.om, GAN_bs64.om
+    bash atc_convert.sh --onnx GAN.onnx --dynamic_batch_size "1,4,8,16,32,64"   # GAN_dyn.om, one model, six gears
     bash atc_convert.sh --onnx GAN.onnx --dry_run       # print the commands only (no CANN needed)
 
 The input name and feature size are read from the ONNX file. A conversion counts as done only when atc
-printed "ATC run success" AND a new <prefix><N>*.om exists (atc may add a suffix such as _linux_x86_64);
-atc's output is kept in <prefix><N>.atc.log. Exits 1 if any conversion failed.
+printed "ATC run success" AND a new <output>*.om exists (atc may add a suffix such as _linux_x86_64);
+atc's output is kept in <output>.atc.log, and <output>.atc.json records the command, the input, the
+batch or the dynamic gears, the chip and the precision, which run_msame.sh reads to check --dymBatch.
+A dynamic-batch model takes atc's rule: 2 to 100 gears, each 1..2048. Exits 1 if any conversion failed.
 """
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -28,6 +32,9 @@ def get_args_parser():
     parser.add_argument("--precision_mode", choices=PRECISION_MODES, default=None,
                         help="atc precision (atc's default for inference: force_fp16)")
     parser.add_argument("--output_prefix", default="GAN_bs", help="output name before the batch size")
+    parser.add_argument("--dynamic_batch_size", default=None,
+                        help='one dynamic-batch model with these gears instead, e.g. "1,4,8,16,32,64" (2..100 gears, each 1..2048)')
+    parser.add_argument("--dynamic_output", default="GAN_dyn", help="name of the dynamic-batch model (without .om)")
     parser.add_argument("--dry_run", action="store_true", help="print the atc commands, run nothing")
     return parser
 
@@ -59,12 +66,28 @@ def parse_batch_sizes(text):
     return sizes
 
 
-def atc_command(args, name, features, batch):
-    command = ["atc", f"--model={args.onnx}", "--framework=5", f"--output={args.output_prefix}{batch}", "--input_format=NCHW",
-               f"--input_shape={name}:{batch},{features}", "--log=error", f"--soc_version={args.soc_version}"]
+def parse_gears(text):
+    """atc's --dynamic_batch_size rule: 2 to 100 distinct gears, each 1..2048."""
+    try:
+        gears = [int(g) for g in text.replace(" ", "").split(",") if g]
+    except ValueError:
+        raise InputError(f"--dynamic_batch_size {text!r}: expected comma-separated whole numbers such as \"1,4,8,16,32,64\"") from None
+    if not 2 <= len(gears) <= 100 or any(not 1 <= g <= 2048 for g in gears) or len(set(gears)) != len(gears):
+        raise InputError(f"--dynamic_batch_size {text!r}: atc takes 2 to 100 distinct gears, each 1..2048")
+    return gears
+
+
+def atc_command(args, name, features, batch=None, gears=None):
+    """One atc command: a fixed batch, or a dynamic batch (-1 in the shape, the gears in --dynamic_batch_size)."""
+    output = args.dynamic_output if gears else f"{args.output_prefix}{batch}"
+    command = ["atc", f"--model={args.onnx}", "--framework=5", f"--output={output}", "--input_format=NCHW",
+               f"--input_shape={name}:{-1 if gears else batch},{features}"]
+    if gears:
+        command.append(f"--dynamic_batch_size={','.join(map(str, gears))}")
+    command += ["--log=error", f"--soc_version={args.soc_version}"]
     if args.precision_mode:
         command.append(f"--precision_mode={args.precision_mode}")
-    return command
+    return output, command
 
 
 def show(command):
@@ -97,25 +120,32 @@ def main(args):
     if not Path(args.onnx).is_file():
         raise InputError(f"{args.onnx}: no such ONNX model (make it with GAN_pth2onnx.py)")
     name, features = onnx_input(args.onnx)
-    batches = parse_batch_sizes(args.batch_sizes)
-    commands = {b: atc_command(args, name, features, b) for b in batches}
-    refuse_overlap([("--onnx", args.onnx)], [(f"the output of batch {b}", f"{args.output_prefix}{b}{suffix}")
-                                             for b in batches for suffix in (".om", ".atc.log")])
+    if args.dynamic_batch_size:
+        gears = parse_gears(args.dynamic_batch_size)
+        conversions = {f"dynamic {','.join(map(str, gears))}": (*atc_command(args, name, features, gears=gears), {"dynamic_batch_size": gears})}
+    else:
+        conversions = {str(b): (*atc_command(args, name, features, batch=b), {"batch": b}) for b in parse_batch_sizes(args.batch_sizes)}
+    refuse_overlap([("--onnx", args.onnx)], [(f"the output of {label}", f"{output}{suffix}")
+                                             for label, (output, _, _) in conversions.items()
+                                             for suffix in (".om", ".atc.log", ".atc.json")])
     if args.dry_run:
-        for command in commands.values():
+        for _, command, _ in conversions.values():
             print(show(command))
         return 0
-    ensure_dir(Path(args.output_prefix).parent, "output folder")
     results = {}
-    for batch, command in commands.items():
-        print(f"== batch {batch}: {show(command)}", flush=True)
-        results[batch] = convert(command, f"{args.output_prefix}{batch}")
-    print(f"\n{'batch':>5}  {'om file':<32} result")
-    for batch, (verdict, om, log) in results.items():
-        print(f"{batch:>5}  {str(om) if om else '-':<32} {verdict} (log: {log})")
-    failed = [b for b, (verdict, _, _) in results.items() if verdict != "ok"]
+    for label, (output, command, shape) in conversions.items():
+        ensure_dir(Path(output).parent, "output folder")
+        print(f"== {label}: {show(command)}", flush=True)
+        results[label] = convert(command, output)
+        record = {"command": command, "input": name, "features": features, **shape, "soc_version": args.soc_version,
+                  "precision_mode": args.precision_mode or "force_fp16 (atc's default)", "result": results[label][0]}
+        write_bytes_atomic(Path(f"{output}.atc.json"), (json.dumps(record, indent=1) + "\n").encode())
+    print(f"\n{'model':>20}  {'om file':<32} result")
+    for label, (verdict, om, log) in results.items():
+        print(f"{label:>20}  {str(om) if om else '-':<32} {verdict} (log: {log})")
+    failed = [label for label, (verdict, _, _) in results.items() if verdict != "ok"]
     if failed:
-        print(f"atc_convert.sh: {len(failed)} of {len(batches)} conversions failed (batch {', '.join(map(str, failed))})", file=sys.stderr)
+        print(f"atc_convert.sh: {len(failed)} of {len(results)} conversions failed ({', '.join(failed)})", file=sys.stderr)
         return 1
     return 0
 

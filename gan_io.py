@@ -225,6 +225,22 @@ def read_output(path, image_size=IMG_SIZE):
     return check_finite(values, path).reshape(-1, *IMG_SHAPE)
 
 
+def count_output_images(path, image_size=IMG_SIZE):
+    """Images in an offline output file (BIN, TXT or NPY), from its size or its values, without keeping them."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        values = len(read_bytes(path, "model output").split())
+    elif suffix == ".npy":
+        try:
+            values = np.load(path, mmap_mode="r", allow_pickle=False).size
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: not a readable .npy file: {one_line_reason(err)}") from None
+    else:
+        values = path.stat().st_size // 4
+    return values / image_size
+
+
 def read_online(path):
     """An online output images/<i>.bin of GAN_testdata.py as float32 (batch, 1, 28, 28); NaN or Inf is refused."""
     return check_finite(read_bin(path, IMG_SIZE, "online output"), path).reshape(-1, *IMG_SHAPE)
@@ -313,8 +329,9 @@ def _image_format(path):
 # ---------------------------------------------------------------------------------------------------------
 # ONNX models, loaded from bytes: ONNX Runtime and onnx take no path that is not valid UTF-8.
 
-def onnx_session(model, threads=0, what="ONNX model"):
-    """An ONNX Runtime CPU session of a model given as a path or as bytes; one clear error if it is not one."""
+def onnx_session(model, threads=0, what="ONNX model", name=None):
+    """An ONNX Runtime CPU session of a model given as a path or as bytes (then `name` is the file it came from);
+    one clear error if it is not one."""
     import onnxruntime as ort
 
     content = model if isinstance(model, bytes) else read_bytes(model, what)
@@ -325,5 +342,5 @@ def onnx_session(model, threads=0, what="ONNX model"):
     try:
         return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
-        name = "the model" if isinstance(model, bytes) else model
+        name = name or ("the model" if isinstance(model, bytes) else model)
         raise InputError(f"{name}: not a loadable {what} ({one_line_reason(err)})") from None

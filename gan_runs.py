@@ -86,6 +86,21 @@ def list_inputs(input_path):
     return files
 
 
+def atc_record(model):
+    """(record, path) of the <output>.atc.json that atc_convert.sh wrote beside this .om (command, input, batch or
+    dynamic gears, chip, precision), or (None, None) for an .om converted some other way."""
+    model = Path(model)
+    stem = model.name[:-len(".om")] if model.name.endswith(".om") else model.stem
+    for path in sorted(model.parent.glob("*.atc.json"), key=lambda p: -len(p.name)):
+        if stem.startswith(path.name[:-len(".atc.json")]):  # atc may have added a suffix such as _linux_x86_64
+            try:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                raise InputError(f"{path}: not a readable record of atc_convert.sh (JSON expected)") from None
+            return (record if isinstance(record, dict) else None), path
+    return None, None
+
+
 def list_output_files(folder):
     """{batch index: path} of the output files of model output 0 in `folder`."""
     found = {}

@@ -17,6 +17,7 @@ incomplete. The combined log (each device's lines with a [device N] prefix, then
 perf_calc.py reads) is printed and kept as <output>/.<run>.log.
 """
 import argparse
+import json
 import os
 import re
 import shlex
@@ -26,9 +27,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import InputError, die_with_parent, positive_int, refuse_overlap, run_main
-from gan_io import LATENT_DIM, write_bytes_atomic
-from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
+from gan_cli import InputError, die_with_parent, non_negative_int, positive_int, refuse_overlap, run_main
+from gan_io import LATENT_DIM, count_output_images, write_bytes_atomic
+from gan_perf import latency_stats, stats_lines
+from gan_runs import Run, active_devices, atc_record, beside_run, check_input, list_inputs, parse_devices
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
 PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
@@ -36,7 +38,7 @@ PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1] + "\nUnknown flags (--dymBatch, --debug, ...) are passed to the tool.")
+                                     epilog=__doc__.split("\n\n", 1)[1] + "\nUnknown flags (--debug, ...) are passed to the tool.")
     parser.add_argument("--model", required=True, help="the .om model")
     parser.add_argument("--input", required=True, help="folder of input .bin files")
     parser.add_argument("--output", required=True, help="output root")
@@ -45,6 +47,13 @@ def get_args_parser():
     parser.add_argument("--tool", choices=["msame", "ais_bench"], default="msame", help="inference tool")
     parser.add_argument("--msame", default=None, help="msame executable (else $MSAME_BIN, ./msame, then PATH)")
     parser.add_argument("--features", type=positive_int, default=LATENT_DIM, help="float32 values per input row")
+    parser.add_argument("--warmup", type=non_negative_int, default=0,
+                        help="untimed executions first: ais_bench's --warmup_count; msame has none (a warning says so)")
+    parser.add_argument("--loop", type=positive_int, default=1,
+                        help="executions of each batch: ais_bench's --loop; msame ignores it in folder mode (a warning says so)")
+    parser.add_argument("--dymBatch", type=positive_int, default=None,
+                        help="the batch of a dynamic-batch model (atc_convert.sh --dynamic_batch_size): one of its gears; every "
+                             "input must hold that many rows, and every output is checked for as many images")
     return parser
 
 
@@ -80,8 +89,8 @@ def output_name(tool, stem, outfmt):
     return f"{stem}_output_0.{outfmt.lower()}" if tool == "msame" else f"{stem}_0.{outfmt.lower()}"
 
 
-def judge(tool, returncode, log, run_folders, stems, outfmt):
-    """(problems, {output file name: path}) for one device's run."""
+def judge(tool, returncode, log, run_folders, stems, outfmt, rows):
+    """(problems, {output file name: path}) for one device's run; `rows` is {stem: input rows}."""
     problems = []
     errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
     if errors:
@@ -99,11 +108,22 @@ def judge(tool, returncode, log, run_folders, stems, outfmt):
     if missing:
         problems.append(f"{len(stems) - len(missing)} outputs for {len(stems)} inputs (missing {', '.join(missing[:5])}"
                         f"{' ...' if len(missing) > 5 else ''})")
+    # A tool can write an output of the wrong size and still say success (msame with --dymBatch, in some versions)
+    wrong = [(name, count_output_images(found[name]), rows[s]) for s in stems if (name := output_name(tool, s, outfmt)) in found]
+    wrong = [(name, images, expected) for name, images, expected in wrong if images != expected]
+    if wrong:
+        name, images, expected = wrong[0]
+        hint = (" (half the size: the model's output is fp16; convert with atc --output_type=FP32 or use --outfmt TXT)"
+                if outfmt == "BIN" and images * 2 == expected else "")
+        problems.append(f"{len(wrong)} outputs with the wrong number of images ({name}: {images:g} images for {expected} "
+                        f"input rows){hint}")
     return problems, found
 
 
-def card_summary(tool, logs):
-    """Lines after the devices' logs: the card's average of one batch on one chip, as perf_calc.py reads it."""
+def card_summary(tool, logs, staging, batch):
+    """Lines after the devices' logs, as perf_calc.py reads them: the card's average of one batch on one chip and,
+    where the tools left per-call times (msame's "Inference time" lines, ais_bench's summary list), their
+    distribution pooled over every device."""
     lines = [f"[INFO] card summary: {len(logs)} devices"]
     if tool == "msame":
         times = [float(t) for log in logs.values() for t in PER_RUN.findall(log)]
@@ -115,6 +135,16 @@ def card_summary(tool, logs):
             averages = [float(a) for log in logs.values() for a in AVERAGE.findall(log)]
             if averages:
                 lines.append(f"Inference average time : {sum(averages) / len(averages):.6f} ms")
+    else:
+        times = []
+        for device in logs:
+            for summary in (staging / f"device{device}" / "out").glob("*_summary.json"):
+                try:
+                    times += [float(t) for t in json.loads(summary.read_bytes()).get("npu_compute_time_list", [])]
+                except (OSError, ValueError, TypeError, AttributeError):
+                    pass  # an older ais_bench's summary without the list: no pooled distribution
+    if len(times) >= 2:
+        lines += stats_lines(latency_stats(times), batch)
     return lines
 
 
@@ -131,12 +161,20 @@ def start_tools(tool_command, args, model, shares, staging):
         for path in share:
             (inputs / path.name).symlink_to(path.resolve())
         command = tool_command + ["--model", str(model.resolve()), "--input", str(inputs), "--output", str(out),
-                                  "--outfmt", args.outfmt, "--device", str(device), *getattr(args, "unknown", [])]
+                                  "--outfmt", args.outfmt, "--device", str(device), *measurement_flags(args),
+                                  *(["--dymBatch", str(args.dymBatch)] if args.dymBatch else []), *getattr(args, "unknown", [])]
         log_file = open(staging / f"device{device}.log", "w")
         processes[device] = (subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True,
                                               preexec_fn=lambda: die_with_parent(driver_pid)), log_file)
         print(f"[INFO] device {device}: {len(share)} file(s): {shlex.join(command)}", flush=True)
     return processes
+
+
+def measurement_flags(args):
+    """--warmup and --loop in the tool's own words: ais_bench has both; msame has neither in folder mode."""
+    if args.tool == "ais_bench":
+        return ["--warmup_count", str(args.warmup), "--loop", str(args.loop)]
+    return []
 
 
 def stop(processes):
@@ -164,12 +202,23 @@ def main(args):
     refuse_overlap([("--model", model), ("--input", input_folder)], [("--output", args.output)])
     tool_command = find_msame(args.msame) if args.tool == "msame" else find_ais_bench()
     files = list_inputs(input_folder)
-    for path in files:
-        check_input(path, args.features, None)
+    record, record_path = atc_record(model)
+    gears = (record or {}).get("dynamic_batch_size")
+    if gears and args.dymBatch is None:
+        raise InputError(f"{model}: a dynamic-batch model (gears {','.join(map(str, gears))}, from {record_path.name}): pass --dymBatch N")
+    if gears and args.dymBatch not in gears:
+        raise InputError(f"--dymBatch {args.dymBatch}: not a gear of {model.name} ({','.join(map(str, gears))}, from {record_path.name})")
+    if args.dymBatch is not None and args.dymBatch > 2048:
+        raise InputError(f"--dymBatch {args.dymBatch}: at most 2048 (atc's largest gear)")
+    rows = [check_input(path, args.features, args.dymBatch) for path in files]
     all_stems = [input_stem(args.tool, p) for p in files]
+    rows_by_stem = dict(zip(all_stems, rows))
     if len(set(all_stems)) != len(all_stems):
         raise InputError(f"{input_folder}: two input files give the same output name (same name before the "
                          f"{'last' if args.tool == 'msame' else 'first'} '.'): rename them")
+    if args.tool == "msame" and (args.warmup or args.loop > 1):
+        print(f"[WARN] msame has no warm-up and ignores --loop in folder mode: --warmup {args.warmup} --loop {args.loop} "
+              f"not applied; every batch is timed once (use --tool ais_bench for both)")
     devices = active_devices(args.device, len(files))
     shares = {d: files[k::len(devices)] for k, d in enumerate(devices)}
 
@@ -187,14 +236,15 @@ def main(args):
                 out = staging / f"device{device}" / "out"
                 run_folders = [p for p in out.iterdir() if p.is_dir()]  # the root was empty before: every folder is new
                 stems = [input_stem(args.tool, p) for p in shares[device]]
-                verdicts[device], outputs[device] = judge(args.tool, returncode, logs[device], run_folders, stems, args.outfmt)
+                verdicts[device], outputs[device] = judge(args.tool, returncode, logs[device], run_folders, stems, args.outfmt,
+                                                          rows_by_stem)
         finally:
             stop(processes)
 
         combined = [f"[INFO] {args.tool} on {model.name}, {len(files)} input file(s), devices {','.join(map(str, devices))}"]
         for device in devices:
             combined += [f"[device {device}] {line}" for line in logs[device].splitlines()]
-        combined += card_summary(args.tool, logs)
+        combined += card_summary(args.tool, logs, staging, sum(rows) / len(rows))
         failed = {d: v for d, v in verdicts.items() if v}
         if failed:
             combined += [f"[ERROR] device {d}: {'; '.join(v)}" for d, v in failed.items()]

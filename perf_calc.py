@@ -3,11 +3,15 @@
     python perf_calc.py --log GAN_bs64.log
     python perf_calc.py --log msame_bs16.log --baseline trtexec_bs16.log
 
-throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each tool means:
+throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each tool means (the mean):
   msame      "Inference average time": one batch on one chip; chips 4 by default (a 310 card, the ModelZoo rule)
   ais_bench  NPU_compute_time mean: one batch on one chip; chips 1 (or the devices of a multi-device run)
   trtexec    GPU Compute mean (7.x block or 8.x-10.x "GPU Compute Time" line): one batch; chips 1
   onnxruntime  this project's runner (msame's lines, more decimals); chips = its worker processes
+The distribution is reported where the log has one: p50 (the median) and p99 from ais_bench's summary
+(text or JSON), trtexec's GPU Compute block (7.x "median" and "percentile: X ms at 99%", 8.x-10.x
+"percentile(99%)"), the runner's compute_time block, a card run's pooled block, and msame's own per-call
+"Inference time" lines when the log holds at least two; "-" where the log has none (never a made-up figure).
 --chips overrides (a 310P has 1 chip). The batch comes from --batch_size, else from the log (a model name
 such as GAN_bs16.om, trtexec's --shapes, ais_bench's summary, the runner's own line). With --baseline, each
 log is compared with the baseline of the same batch: the ModelZoo rule asks for at least 0.5 x its fps.
@@ -22,6 +26,7 @@ import sys
 from pathlib import Path
 
 from gan_cli import InputError, run_main
+from gan_perf import parse_stats
 
 KNOWN_FORMATS = ("msame (folder or file mode)", "ais_bench / ais_infer (printed summary or summary JSON)",
                  "trtexec 7.x or 8.x-10.x", "this project's ONNX Runtime runner (msame_onnxruntime.py)")
@@ -31,13 +36,16 @@ NUMBER = r"(\S+?)"
 
 MSAME_AVERAGE = re.compile(r"^(?:\[INFO\]\s*)?Inference average time(\s*):\s*" + NUMBER + r"\s*ms\s*$", re.M)
 MSAME_PER_RUN = re.compile(r"^Inference time:", re.M)
-AIS_NPU = re.compile(r"NPU_compute_time \(ms\):.*?\bmean = " + NUMBER + r",")
 AIS_THROUGHPUT = re.compile(r"throughput.*?:\s*([0-9.eE+-]+)\s*$", re.M)
 AIS_BATCH = re.compile(r"1000\*batchsize(?:\.mean)?\(([0-9.]+)\)")
 AIS_DEVICES = re.compile(r"device_(\d+) throughput:")
-TRT8_GPU = re.compile(r"GPU Compute Time: .*?mean = " + NUMBER + r" ms")
+TRT8_GPU = re.compile(r"GPU Compute Time: .*?mean = " + NUMBER + r" ms.*$", re.M)
 TRT7_HEADER = re.compile(r"\]\s+GPU Compute\s*$", re.M)
 TRT7_MEAN = re.compile(r"\]\s+mean:\s+" + NUMBER + r" ms\s*$", re.M)
+TRT7_MEDIAN = re.compile(r"\]\s+median:\s+([0-9.eE+-]+) ms\s*$", re.M)
+TRT7_PERCENTILE = re.compile(r"\]\s+percentile:\s+([0-9.eE+-]+) ms at ([0-9.]+)%\s*$", re.M)
+BLOCK = re.compile(r"^\[INFO\] compute_time \(ms\): (.*)$", re.M)  # the runner's and a card run's pooled block
+PER_CALL = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)  # msame's own, unprefixed
 TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
 MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
 RUNNER_BATCH = re.compile(r"batch size (\d+),.*?(\d+) worker\(s\)")
@@ -115,6 +123,11 @@ def _batch_from_names(text):
     return int(match.group(1)) if match else None
 
 
+def _spread(stats):
+    """p50 and p99 (None where absent) from parsed `key = value` statistics."""
+    return {"p50_ms": stats.get("median"), "p99_ms": stats.get("p99")}
+
+
 def _parse_msame_like(path, text, tool):
     averages = MSAME_AVERAGE.findall(text)
     if not averages:
@@ -122,7 +135,14 @@ def _parse_msame_like(path, text, tool):
     # The last average line is the whole run's (a card run prints each chip's first, with a prefix).
     spacing, value = averages[-1]
     result = {"tool": tool, "mode": "folder" if spacing else "file", "latency_ms": _latency(path, value),
-              "batch_size": _batch_from_names(text), "chips": None}
+              "batch_size": _batch_from_names(text), "chips": None, "p50_ms": None, "p99_ms": None}
+    blocks = BLOCK.findall(text)
+    if blocks:  # the runner's own block (the card's, pooled, comes last)
+        result.update(_spread(parse_stats(blocks[-1])), distribution="compute_time block")
+    else:
+        calls = [float(v) for v in PER_CALL.findall(text)]
+        if len(calls) >= 2:  # msame's per-call lines are a distribution too (6 significant digits)
+            result.update(_spread(_numpy_stats(calls)), distribution=f"{len(calls)} per-call 'Inference time' lines")
     if tool == "onnxruntime":
         match = RUNNER_BATCH.search(text)
         if match:
@@ -130,11 +150,21 @@ def _parse_msame_like(path, text, tool):
     return result
 
 
+def _numpy_stats(calls):
+    from gan_perf import latency_stats
+
+    stats = latency_stats(calls)
+    return {"median": stats["median"], "p99": stats["percentile(99%)"]}
+
+
 def _parse_ais_text(path, text):
-    means = AIS_NPU.findall(text)
-    if not means:
+    lines = [line for line in text.splitlines() if "NPU_compute_time (ms):" in line]
+    if not lines:
         raise InputError(f"{path}: truncated ais_bench log: no 'NPU_compute_time (ms): ... mean = X,' line")
-    latencies = [_latency(path, m) for m in means]
+    devices = [parse_stats(line) for line in lines]
+    if any("mean" not in d for d in devices):
+        raise InputError(f"{path}: truncated ais_bench log: no 'NPU_compute_time (ms): ... mean = X,' line")
+    latencies = [_latency(path, str(d["mean"])) for d in devices]
     batch = None
     match = AIS_BATCH.search(text)
     if match:
@@ -143,15 +173,22 @@ def _parse_ais_text(path, text):
         throughput = AIS_THROUGHPUT.search(text)
         if throughput:  # 2022-06/07 wording carries no batch: recover it from its own formula
             batch = round(float(throughput.group(1)) * latencies[0] / 1000)
-    devices = set(AIS_DEVICES.findall(text))
-    return {"tool": "ais_bench", "latency_ms": sum(latencies) / len(latencies),
-            "batch_size": batch or _batch_from_names(text), "chips": len(devices) or None}
+    result = {"tool": "ais_bench", "latency_ms": sum(latencies) / len(latencies), "batch_size": batch or _batch_from_names(text),
+              "chips": len(set(AIS_DEVICES.findall(text))) or None, "p50_ms": None, "p99_ms": None}
+    pooled = BLOCK.findall(text)
+    if pooled:  # a card run of msame_driver.py: every device's per-call list pooled
+        stats = parse_stats(pooled[-1])
+        result.update(_spread(stats), latency_ms=_latency(path, str(stats["mean"])), distribution="pooled over the devices")
+    elif len(devices) == 1:
+        result.update(_spread(devices[0]), distribution="ais_bench summary")
+    return result
 
 
 def _parse_ais_json(path, text):
     try:
         summary = json.loads(text)
-        mean = summary["NPU_compute_time"]["mean"]
+        times = summary["NPU_compute_time"]
+        mean = times["mean"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise InputError(f"{path}: JSON but not an ais_bench summary (expected NPU_compute_time.mean); "
                          f"known formats: {'; '.join(KNOWN_FORMATS)}") from None
@@ -162,25 +199,44 @@ def _parse_ais_json(path, text):
     match = re.search(r"--batchsize[= ](\d+)", argv_text)
     if match:
         batch = int(match.group(1))
+    elif isinstance(summary.get("batchsize"), (int, float)):
+        batch = round(summary["batchsize"])
     elif isinstance(summary.get("throughput"), (int, float)):
         batch = round(summary["throughput"] * latency / 1000)
-    return {"tool": "ais_bench", "latency_ms": latency, "batch_size": batch or _batch_from_names(argv_text), "chips": None}
+    ours = str(summary.get("tool", "")).startswith("onnxruntime")  # this project's runner writes the same layout
+    return {"tool": "onnxruntime" if ours else "ais_bench", "latency_ms": latency,
+            "batch_size": batch or _batch_from_names(argv_text), "chips": summary.get("workers") if ours else None,
+            "p50_ms": _number(times.get("median")), "p99_ms": _number(times.get("percentile(99%)")),
+            "distribution": "summary JSON"}
+
+
+def _number(value):
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _parse_trtexec(path, text):
     match = TRT8_GPU.search(text)
+    spread = {"p50_ms": None, "p99_ms": None}
     if match:
         version = "8+"
         value = match.group(1)
+        spread = _spread(parse_stats(match.group(0)))
     else:
         header = TRT7_HEADER.search(text)
         mean = TRT7_MEAN.search(text, header.end()) if header else None
         if not mean:
             raise InputError(f"{path}: truncated trtexec log: 'GPU Compute' but no mean line after it")
         version, value = "7", mean.group(1)
+        block = text[header.end():]
+        median = TRT7_MEDIAN.search(block)
+        stats = {"median": float(median.group(1))} if median else {}
+        for percentile_value, quantile in TRT7_PERCENTILE.findall(block)[:1]:
+            stats[f"p{float(quantile):g}"] = float(percentile_value)
+        spread = _spread(stats)
     shapes = TRT_SHAPES.search(text)
     batch = int(shapes.group(1)) if shapes else _batch_from_names(text)
-    return {"tool": "trtexec", "version": version, "latency_ms": _latency(path, value), "batch_size": batch, "chips": None}
+    return {"tool": "trtexec", "version": version, "latency_ms": _latency(path, value), "batch_size": batch, "chips": None,
+            **spread, "distribution": "GPU Compute" if spread["p50_ms"] is not None else None}
 
 
 def throughput(path, batch_size=None, chips=None):
@@ -217,10 +273,10 @@ def main(args):
     if args.json:
         print(json.dumps({"logs": rows, "baselines": list(baselines.values())}, indent=2))
         return 0
-    print(f"{'log':<28} {'tool':<11} {'batch':>5} {'chips':>5} {'latency_ms':>11} {'fps':>14}")
+    print(f"{'log':<28} {'tool':<11} {'batch':>5} {'chips':>5} {'latency_ms':>11} {'p50_ms':>10} {'p99_ms':>10} {'fps':>14}")
     for row in rows + list(baselines.values()):
         print(f"{Path(row['log']).name[:28]:<28} {row['tool']:<11} {row['batch_size']:>5} {row['chips']:>5} "
-              f"{row['latency_ms']:>11.6g} {row['fps']:>14.3f}")
+              f"{row['latency_ms']:>11.6g} {_ms(row['p50_ms']):>10} {_ms(row['p99_ms']):>10} {row['fps']:>14.3f}")
     for row in rows:
         if "ratio" in row:
             print(f"{Path(row['log']).name}: {row['fps']:.3f} / {row['baseline_fps']:.3f} = {row['ratio']:.3f} x baseline "
@@ -228,6 +284,10 @@ def main(args):
         elif "verdict" in row:
             print(f"{Path(row['log']).name}: {row['verdict']}")
     return 1 if any(row.get("verdict") == "FAIL" for row in rows) else 0
+
+
+def _ms(value):
+    return "-" if value is None else f"{value:.6g}"
 
 
 if __name__ == "__main__":

@@ -168,7 +168,11 @@ def test_card_run_returns_every_output_exactly_once(om_bs4, tmp_path):
         assert f"[device {device}] [INFO] pid:" in card.stdout
     assert "[INFO] card summary: 4 devices" in card.stdout and "[INFO] 10 outputs for 10 inputs" in card.stdout
     log = next((tmp_path / "card").glob("*.log"))
-    assert json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]["chips"] == 4
+    row = json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]
+    assert row["chips"] == 4
+    calls = [float(v) for v in re.findall(r"^\[device \d\] Inference time: ([0-9.e+-]+)ms$", log.read_text(), re.M)]
+    assert len(calls) == 10, "every chip's per-call times, pooled"
+    assert row["p50_ms"] == pytest.approx(np.median(calls), abs=1e-6) and row["p99_ms"] == pytest.approx(np.percentile(calls, 99), abs=1e-6)
 
 
 def test_one_chip_failing_in_a_card_run(om_bs4, testdata, tmp_path):
@@ -196,5 +200,74 @@ def test_ais_bench(om_bs4, testdata, tmp_path):
     log = next((tmp_path / "out").glob("*.log"))
     row = json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]
     assert (row["tool"], row["batch_size"], row["chips"]) == ("ais_bench", 4, 2)
+    pooled = [t for d in (0, 1) for t in json.loads((tmp_path / "out" / f".{run.name}.device{d}_summary.json").read_text())
+              ["npu_compute_time_list"]]
+    assert row["latency_ms"] == pytest.approx(np.mean(pooled), abs=1e-6) and row["p99_ms"] == pytest.approx(np.percentile(pooled, 99), abs=1e-6)
     failing = msame_run(om_bs4, vectors, tmp_path / "out2", "--tool", "ais_bench", AIS_DOUBLE_FAIL_DEVICES="0")
     assert failing.returncode == 1 and "ais_bench failed on device(s) 0" in failing.stderr
+
+
+GEARS = "1,4,8,16,32,64"
+
+
+@pytest.fixture(scope="module")
+def dynamic_om(onnx_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dyn")
+    result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", GEARS, "--dynamic_output",
+                        str(folder / "GAN_dyn"), env=env_with())
+    assert "ok" in result.stdout
+    return folder / "GAN_dyn.om"
+
+
+def test_dynamic_batch_conversion(onnx_model, dynamic_om, tmp_path):
+    dry = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", GEARS, "--dry_run")
+    assert dry.stdout.strip() == (f"atc --model={onnx_model} --framework=5 --output=GAN_dyn --input_format=NCHW "
+                                  f"--input_shape=Z:-1,100 --dynamic_batch_size={GEARS} --log=error --soc_version=Ascend310")
+    record = json.loads(dynamic_om.with_name("GAN_dyn.atc.json").read_text())
+    assert record["dynamic_batch_size"] == [1, 4, 8, 16, 32, 64] and record["input"] == "Z" and record["result"] == "ok"
+    for gears in ("4", "0,4", ",".join(str(g) for g in range(1, 103)), "4,4", "1,4096"):
+        result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", gears, "--dry_run", check=False)
+        assert_clean_error(result, "--dynamic_batch_size", "atc takes 2 to 100 distinct gears, each 1..2048")
+
+
+def vectors_of(folder, rows, count=3):
+    folder.mkdir()
+    for i in range(count):
+        np.random.default_rng(i).standard_normal((rows, 100), dtype=np.float32).tofile(folder / f"{i}.bin")
+    return folder
+
+
+@pytest.mark.parametrize("tool", ["ais_bench", "msame"])
+def test_dynamic_batch_runs_and_is_checked(dynamic_om, tmp_path, tool):
+    vectors = vectors_of(tmp_path / "v8", 8)
+    ok = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "out"),
+                    "--tool", tool, "--dymBatch", "8", env=env_with())
+    (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+    assert all(p.stat().st_size == 8 * 784 * 4 for p in run.iterdir()) and "--dymBatch 8" in ok.stdout
+    wrong_gear = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o2"),
+                            "--tool", tool, "--dymBatch", "5", env=env_with(), check=False)
+    assert_clean_error(wrong_gear, "--dymBatch 5: not a gear of GAN_dyn.om", GEARS, "GAN_dyn.atc.json")
+    assert not (tmp_path / "o2").exists(), "refused before anything ran"
+    wrong_rows = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o3"),
+                            "--tool", tool, "--dymBatch", "4", env=env_with(), check=False)
+    assert_clean_error(wrong_rows, vectors / "0.bin", "8 rows, but the model takes batches of exactly 4")
+    no_gear = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o4"),
+                         "--tool", tool, env=env_with(), check=False)
+    assert_clean_error(no_gear, "a dynamic-batch model", "pass --dymBatch N")
+
+
+def test_dynamic_batch_errors_the_tools_report(dynamic_om, tmp_path):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(dynamic_om, lone / "GAN_dyn.om")  # no .atc.json beside it: only the tool can tell a wrong gear
+    vectors = vectors_of(tmp_path / "v5", 5)
+    result = run_script("run_msame.sh", "--model", str(lone / "GAN_dyn.om"), "--input", str(vectors), "--output",
+                        str(tmp_path / "out"), "--tool", "ais_bench", "--dymBatch", "5", env=env_with(), check=False)
+    assert_clean_error(result, "ais_bench failed on device(s) 0", "the dymBatch parameter is not correct")
+    vectors = vectors_of(tmp_path / "v4", 4)
+    ignored = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o2"),
+                         "--dymBatch", "4", env=env_with(MSAME_DOUBLE_IGNORE_DYMBATCH="1"), check=False)
+    line = assert_clean_error(ignored, "msame failed on device(s) 0", "3 outputs with the wrong number of images",
+                              "0_output_0.bin: 64 images for 4 input rows")
+    (run,) = [p for p in (tmp_path / "o2").iterdir() if not p.name.startswith(".")]
+    assert not list(run.iterdir()) and json.loads((tmp_path / "o2" / f".{run.name}.manifest.json").read_text())["status"] == "failed"

@@ -16,3 +16,7 @@ def test_benchmark_json_is_consistent(checkpoint, tmp_path):
         assert row["fps"] == throughput(row["log"])["fps"], "the figure is perf_calc.py's reading of the log"
         assert abs(row["fps"] - 1000 * row["batch_size"] / row["latency_ms"]) < 1e-6 * row["fps"]
     assert set(report["txt_io_ms_per_batch_of_64"]) == {"write_ours", "write_np_savetxt", "read_ours", "read_np_loadtxt"}
+    for row in report["threads"]:  # the default's choice beside every fixed choice, in the same rounds
+        assert row["best_fixed_ms"] == min(row["fixed_ms"].values())
+        assert row["default_over_best"] == row["default_ms"] / row["best_fixed_ms"]
+        assert str(row["default_threads"]) in row["fixed_ms"]

@@ -123,3 +123,63 @@ def test_empty_missing_and_unwritable(onnx_model, tmp_path):
 def test_run_msame_sh_refuses_other_models(tmp_path):
     result = run_script("run_msame.sh", "--model", "GAN.pb", "--input", "v", "--output", "o", check=False)
     assert result.returncode == 2 and "expected a .onnx model" in result.stderr
+
+
+def block_values(line):
+    from gan_perf import parse_stats
+
+    return parse_stats(line)
+
+
+@pytest.mark.parametrize("devices", ["0", "0,1"])
+def test_latency_statistics_are_numpys_on_its_own_samples(onnx_model, testdata, tmp_path, devices):
+    import json
+
+    _, vectors = testdata
+    out = tmp_path / "out"
+    result = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out),
+                        "--warmup", "3", "--loop", "4", "--device", devices)
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    assert sorted(p.name for p in run.iterdir()) == ["0_output_0.bin", "1_output_0.bin", "2_output_0.bin"], \
+        "--loop multiplies samples, not outputs"
+    calls = [float(v) for v in re.findall(r"^Inference time: ([0-9.e+-]+)ms$", result.stdout, re.M)]
+    assert len(calls) == 3 * 4, "warm-up executions are not timed; each batch is timed --loop times"
+    assert "warm-up: 3 execution(s) per worker before timing, excluded from every figure" in result.stdout
+    summary = json.loads((out / f".{run.name}_summary.json").read_text())
+    samples = np.array(summary["npu_compute_time_list"])
+    assert len(samples) == 12 and sorted(np.round(samples, 3)) == sorted(np.round(calls, 3))
+    expected = {"min": samples.min(), "max": samples.max(), "mean": samples.mean(), "median": np.median(samples),
+                "percentile(90%)": np.percentile(samples, 90), "percentile(99%)": np.percentile(samples, 99), "count": 12}
+    assert summary["NPU_compute_time"] == pytest.approx(expected, rel=1e-12)
+    assert summary["throughput"] == pytest.approx(1000 * 4 / samples.mean())
+    card_block = re.findall(r"^\[INFO\] compute_time \(ms\): (.*)$", result.stdout, re.M)
+    assert len(card_block) == 1
+    printed = block_values(card_block[0])
+    assert printed == pytest.approx({"min": expected["min"], "max": expected["max"], "mean": expected["mean"],
+                                     "median": expected["median"], "p90": expected["percentile(90%)"],
+                                     "p99": expected["percentile(99%)"]}, abs=1e-6), "the log's block matches the summary"
+    average = float(re.search(r"^Inference average time : ([0-9.]+) ms$", result.stdout, re.M).group(1))
+    assert average == pytest.approx(samples.mean(), abs=1e-6), "msame's line is the mean of the same samples"
+    assert re.search(rf"^\[INFO\] throughput 1000\*batchsize\(4\)/compute_time.mean\({expected['mean']:.6f}\): ", result.stdout, re.M)
+    workers = summary["per_worker"]
+    assert sorted(workers) == devices.split(",") and sum(w["count"] for w in workers.values()) == 12
+    if devices == "0,1":
+        for device, stats in workers.items():
+            line = re.search(rf"^\[INFO\] device {device}: compute_time \(ms\): (.*)$", result.stdout, re.M).group(1)
+            assert block_values(line)["mean"] == pytest.approx(stats["mean"], abs=1e-6)
+        assert "[INFO] summary throughput:" in result.stdout
+
+
+def test_thread_count_is_measured_or_fixed(onnx_model, testdata, tmp_path):
+    _, vectors = testdata
+    measured = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "a"))
+    line = re.search(r"^\[INFO\] threads per worker: (.*)$", measured.stdout, re.M).group(1)
+    import os
+
+    if (os.cpu_count() or 1) > 1:
+        timings = dict((int(t), float(ms)) for t, ms in re.findall(r"(\d+): ([0-9.]+) ms", line))
+        chosen = int(line.split()[0])
+        assert "chosen by measurement" in line and chosen == min(timings, key=timings.get)
+    fixed = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "b"),
+                       "--threads", "1")
+    assert "[INFO] threads per worker: 1 (fixed)" in fixed.stdout

@@ -125,3 +125,65 @@ def test_bad_logs_are_clear_errors(tmp_path, text, message):
 def test_missing_batch_size_is_a_clear_error(tmp_path):
     log = write(tmp_path, "x.log", GUIDE_MSAME.format("0.43"))
     assert_clean_error(run_script("perf_calc.py", "--log", str(log), check=False), log, "--batch_size")
+
+
+TRT80 = """&&&& RUNNING TensorRT.trtexec [TensorRT v8001] # trtexec --onnx=GAN.onnx --fp16 --shapes=Z:1x100
+[07/01/2021-10:00:01] [I] === Performance summary ===
+[07/01/2021-10:00:01] [I] Latency: min = 0.1 ms, max = 0.5 ms, mean = 0.12 ms, median = 0.11 ms, percentile(99%) = 0.3 ms
+[07/01/2021-10:00:01] [I] GPU Compute Time: min = 0.07 ms, max = 0.4 ms, mean = 0.08 ms, median = 0.079 ms, percentile(99%) = 0.15 ms
+"""
+RUNNER = """[INFO] ONNX Runtime runner with msame's interface
+[INFO] model GAN.onnx, batch size 64, 3 input file(s), 1 worker(s)
+Inference time: 1.1ms
+Inference time: 1.3ms
+Inference time: 0.9ms
+Inference average time : 1.100000 ms
+Inference average time without first time: 1.100000 ms
+[INFO] compute_time (ms): min = 0.900000, max = 1.300000, mean = 1.100000, median = 1.100000, percentile(90%) = 1.260000, percentile(99%) = 1.296000
+[INFO] throughput 1000*batchsize(64)/compute_time.mean(1.100000): 58181.818
+"""
+
+
+@pytest.mark.parametrize("name,text,p50,p99", [
+    ("ais.log", AIS_BENCH, 0.63, 0.8),
+    ("trt7.log", GUIDE_TRT7.format("0.0826078"), 0.0856934, 0.118164),
+    ("trt80.log", TRT80, 0.079, 0.15),
+    ("trt85.log", TRT85, 0.079, 0.12),
+    ("runner.log", RUNNER, 1.1, 1.296),
+    ("msame_file.log", MSAME_FILE_MODE, 0.5, 0.6164),  # numpy on its four per-call lines: 0.62, 0.5, 0.5, 0.5
+    ("guide_msame.log", GUIDE_MSAME.format("0.43"), None, None),  # averages only: no distribution, no figure
+])
+def test_p50_and_p99_wherever_the_log_has_them(tmp_path, name, text, p50, p99):
+    result = throughput(write(tmp_path, name, text), batch_size=1)
+    assert result["p50_ms"] == pytest.approx(p50) if p50 is not None else result["p50_ms"] is None
+    assert result["p99_ms"] == pytest.approx(p99) if p99 is not None else result["p99_ms"] is None
+    assert result["fps"] == pytest.approx(1000 * result["batch_size"] * result["chips"] / result["latency_ms"]), \
+        "throughput stays the ModelZoo formula on the mean"
+
+
+def test_trtexec7_percentile_other_than_99_is_not_p99(tmp_path):
+    text = GUIDE_TRT7.format("0.08").replace("percentile: 0.118164 ms at 99%", "percentile: 0.1 ms at 95%")
+    result = throughput(write(tmp_path, "trt7_95.log", text), batch_size=1)
+    assert result["p50_ms"] == pytest.approx(0.0856934) and result["p99_ms"] is None
+
+
+def test_summary_json_of_ais_bench_and_of_the_runner(tmp_path):
+    ais = {"NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
+           "throughput": 25000.0, "args": ["--model", "GAN_bs16.om"]}
+    result = throughput(write(tmp_path, "2023_01_03-06_35_53_summary.json", json.dumps(ais)))
+    assert (result["tool"], result["p50_ms"], result["p99_ms"]) == ("ais_bench", 0.63, 0.8)
+    ours = dict(ais, tool="onnxruntime (CPU): compute_time stored under ais_bench's NPU_compute_time", batchsize=64.0, workers=2,
+                args=["msame_onnxruntime.py"])
+    result = throughput(write(tmp_path, ".run_summary.json", json.dumps(ours)))
+    assert (result["tool"], result["batch_size"], result["chips"]) == ("onnxruntime", 64, 2)
+
+
+def test_table_shows_dashes_where_there_is_no_distribution(tmp_path):
+    log = write(tmp_path, "GAN_bs16.log", GUIDE_MSAME.format("0.47"))
+    table = run_script("perf_calc.py", "--log", str(log), "--log", str(write(tmp_path, "r.log", RUNNER)),
+                       "--batch_size", "16").stdout.splitlines()
+    assert table[0].split() == ["log", "tool", "batch", "chips", "latency_ms", "p50_ms", "p99_ms", "fps"]
+    assert table[1].split()[5:7] == ["-", "-"] and table[2].split()[5:7] == ["1.1", "1.296"]
+    rows = json.loads(run_script("perf_calc.py", "--log", str(log), "--log", str(tmp_path / "r.log"), "--batch_size", "16",
+                                 "--json").stdout)["logs"]
+    assert (rows[0]["p50_ms"], rows[0]["p99_ms"], rows[1]["p99_ms"]) == (None, None, 1.296)

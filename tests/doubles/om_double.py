@@ -20,8 +20,15 @@ def read_om(path):
 _sessions = {}
 
 
-def run_om(path, batch):
-    """Run the model on ONNX Runtime, rounding through float16 for an fp16-precision build."""
+def gears(path):
+    """The dynamic-batch gears of a model, or None for a fixed-batch one."""
+    return read_om(path)[0].get("dynamic_batch_size")
+
+
+def run_om(path, batch, dym_batch=None):
+    """Run the model on ONNX Runtime, rounding through float16 for an fp16-precision build.
+
+    A dynamic-batch model runs at gear `dym_batch` (--dymBatch), which must be one of its gears and the batch's rows."""
     import numpy as np
     import onnxruntime as ort
 
@@ -29,8 +36,13 @@ def run_om(path, batch):
         meta, onnx_bytes = read_om(path)
         _sessions[path] = meta, ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     meta, session = _sessions[path]
-    if list(batch.shape) != meta["input_shape"]:
-        raise ValueError(f"input {list(batch.shape)} does not match the model's {meta['input_shape']}")
+    expected = list(meta["input_shape"])
+    if meta.get("dynamic_batch_size"):
+        if dym_batch not in meta["dynamic_batch_size"]:
+            raise ValueError(f"dymBatch {dym_batch} is not a gear of the model ({meta['dynamic_batch_size']})")
+        expected[0] = dym_batch
+    if list(batch.shape) != expected:
+        raise ValueError(f"input {list(batch.shape)} does not match the model's {expected}")
     outputs = session.run(None, {meta["input_name"]: batch})
     if meta["precision_mode"] in ("force_fp16", "allow_mix_precision"):
         outputs = [o.astype(np.float16).astype(np.float32) for o in outputs]

@@ -9,7 +9,7 @@ from datetime import datetime
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
-from om_double import run_om  # noqa: E402
+from om_double import gears, run_om  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", "--om", required=True)
@@ -17,13 +17,19 @@ parser.add_argument("--input", "-i")
 parser.add_argument("--output", "-o")
 parser.add_argument("--outfmt", choices=["NPY", "BIN", "TXT"], default="BIN")
 parser.add_argument("--loop", "-l", type=int, default=1)
+parser.add_argument("--warmup_count", type=int, default=1)
 parser.add_argument("--device", "-d", default="0")
 parser.add_argument("--batchsize", type=int, default=None)
+parser.add_argument("--dymBatch", type=int, default=None)
 args = parser.parse_args()
 print(f"[INFO] acl init success\n[INFO] open device {args.device} success\n[INFO] load model {args.model} success")
 if args.device in os.environ.get("AIS_DOUBLE_FAIL_DEVICES", "").split(","):
     print("[ERROR] acl resource init failed")
     raise RuntimeError(f"[ERROR] device {args.device} init failed")
+model_gears = gears(args.model)
+if model_gears and args.dymBatch not in model_gears:
+    print("[ERROR] the dymBatch parameter is not correct")
+    raise RuntimeError(f"dymBatch {args.dymBatch} is not one of {model_gears}")
 stamp = datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
 run_dir = os.path.join(args.output, stamp)
 os.makedirs(run_dir, exist_ok=True)
@@ -31,9 +37,12 @@ files = sorted(os.path.join(args.input, n) for n in os.listdir(args.input) if n.
 times, infiles = [], {}
 for sample_id, path in enumerate(files):
     batch = np.fromfile(path, dtype=np.float32).reshape(-1, 100)
+    if sample_id == 0:
+        for _ in range(args.warmup_count):  # untimed
+            run_om(args.model, batch, args.dymBatch)
     for _ in range(args.loop):
         start = time.perf_counter()
-        _, outputs = run_om(args.model, batch)
+        _, outputs = run_om(args.model, batch, args.dymBatch)
         times.append((time.perf_counter() - start) * 1000)
     stem = os.path.basename(path).split(".")[0]  # cut at the FIRST '.'
     outfiles = []
