@@ -8,10 +8,13 @@ error and cosine similarity, then one PASS/FAIL line against the tolerance prese
   fp32  max abs <= 1e-4, cosine >= 0.99999  (ONNX Runtime, or an .om built with --precision_mode must_keep_origin_dtype)
   fp16  max abs <= 2e-2, cosine >= 0.999    (an .om built with atc's default force_fp16)
   int8  max abs <= 1.0, mean abs <= 1e-2, cosine >= 0.999  (GAN_pth2onnx.py --quantize int8 on ONNX Runtime)
-Exits 1 on FAIL, when a batch is missing on either side, or when either side holds NaN or Inf. Also saves a picture of the first batch:
-online | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
+Exits 1 on FAIL, when a batch is missing on either side, or when either side holds NaN or Inf.
+--online_path may also be an offline run (an output root or a run folder): one run is then checked
+against another, for example an NPU run against the ONNX Runtime run, or the fp16 preview against the NPU. Also saves a picture of the first batch:
+reference | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ import numpy as np
 
 from gan_cli import InputError, check_output_file, refuse_overlap, run_main, short_list
 from gan_io import IMG_SIZE, atomic_path, grid_array, numbered_files, read_online, read_output
-from gan_runs import open_run
+from gan_runs import list_output_files, open_run
 
 TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs error or None)
     "fp32": (1e-4, 0.99999, None),
@@ -35,30 +38,43 @@ TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs erro
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--online_path", default="images", help="folder of the online outputs <i>.bin (default: images)")
+    parser.add_argument("--online_path", default="images",
+                        help="the reference: folder of the online outputs <i>.bin, or another offline run (default: images)")
     parser.add_argument("--offline_path", default="out", help="offline output root or run folder (default: out)")
     parser.add_argument("--tolerance", choices=sorted(TOLERANCES), default="fp32", help="tolerance preset (default: fp32)")
     parser.add_argument("--diff_image", default="compare_first_batch.png",
-                        help="picture of the first batch: online | offline | difference (default: compare_first_batch.png)")
+                        help="picture of the first batch: reference | offline | difference (default: compare_first_batch.png)")
     parser.add_argument("--quiet", action="store_true", help="print only the overall line and the verdict")
     return parser
 
 
-def pair_batches(online_path, run):
-    """[(i, online path, offline path)] for every batch on both sides, or an error naming the missing ones."""
-    online = numbered_files(online_path, ".bin") if Path(online_path).is_dir() else None
-    if not online:
-        raise InputError(f"{online_path}: no online outputs <i>.bin (made by GAN_testdata.py)")
+def reference_side(path):
+    """(what it is, {batch index: path}, reader, run folder or None) of --online_path: GAN_testdata.py's online folder,
+    or an offline run."""
+    online = numbered_files(path, ".bin") if Path(path).is_dir() else {}
+    if online and not list_output_files(path):
+        return f"{path} (online)", online, read_online, None
+    if not Path(path).is_dir():
+        raise InputError(f"{path}: no such folder (expected the online outputs <i>.bin of GAN_testdata.py, or an offline run)")
+    try:
+        run = open_run(path)
+    except InputError as err:
+        raise InputError(f"{path}: neither online outputs <i>.bin (GAN_testdata.py) nor a usable offline run ({err})") from None
+    return run.note, run.outputs, read_output, run.path
+
+
+def pair_batches(reference_path, reference, run):
+    """[(i, reference path, offline path)] for every batch on both sides, or an error naming the missing ones."""
     offline = run.outputs
-    only_online, only_offline = sorted(set(online) - set(offline)), sorted(set(offline) - set(online))
-    if only_online or only_offline:
+    only_reference, only_offline = sorted(set(reference) - set(offline)), sorted(set(offline) - set(reference))
+    if only_reference or only_offline:
         parts = []
-        if only_online:
-            parts.append(f"batches {short_list(only_online)} are in {online_path} but missing from {run.path}")
+        if only_reference:
+            parts.append(f"batches {short_list(only_reference)} are in {reference_path} but missing from {run.path}")
         if only_offline:
-            parts.append(f"batches {short_list(only_offline)} are in {run.path} but missing from {online_path}")
+            parts.append(f"batches {short_list(only_offline)} are in {run.path} but missing from {reference_path}")
         raise InputError("; ".join(parts))
-    return [(i, online[i], offline[i]) for i in sorted(online)]
+    return [(i, reference[i], offline[i]) for i in sorted(reference)]
 
 
 def cosine_of(dot, norm2_a, norm2_b):
@@ -69,7 +85,7 @@ def cosine_of(dot, norm2_a, norm2_b):
 
 
 def save_diff_picture(online, offline, path):
-    """online | offline | |difference| magnified so that its largest value is white, 8 pixels apart; returns the factor."""
+    """reference | offline | |difference| magnified so that its largest value is white, 8 pixels apart; returns the factor."""
     from PIL import Image
 
     diff = np.abs(online - offline)
@@ -86,19 +102,23 @@ def main(args):
     started = time.perf_counter()
     max_abs_limit, cosine_limit, mean_abs_limit = TOLERANCES[args.tolerance]
     run = open_run(args.offline_path)
+    reference_note, reference, read_reference, reference_run = reference_side(args.online_path)
+    if reference_run is not None and os.path.realpath(reference_run) == os.path.realpath(run.path):
+        raise InputError(f"{run.path}: --online_path and --offline_path are the same run: nothing to compare")
     if args.diff_image:
         check_output_file(args.diff_image, "--diff_image")
         refuse_overlap([("--online_path", args.online_path), ("--offline_path", args.offline_path), ("the run folder", run.path)],
                        [("--diff_image", args.diff_image)])
-    pairs = pair_batches(args.online_path, run)
+    pairs = pair_batches(args.online_path, reference, run)
     run_dir = run.path
+    print(f"reference: {reference_note}")
     print(f"reading {run.note}")
     worst, abs_sum, count, dot, norm_on, norm_off = 0.0, 0.0, 0, 0.0, 0.0, 0.0
     picture_note = ""
     if not args.quiet:
         print(f"{'batch':>6} {'images':>6} {'max_abs':>10} {'mean_abs':>10} {'cosine':>10}")
     for n, (i, online_file, offline_file) in enumerate(pairs):
-        online = read_online(online_file).astype(np.float64).ravel()
+        online = read_reference(online_file).astype(np.float64).ravel()
         offline = read_output(offline_file).astype(np.float64).ravel()
         if online.size != offline.size:
             raise InputError(f"{offline_file}: {offline.size // IMG_SIZE} images, but {online_file} has {online.size // IMG_SIZE}")

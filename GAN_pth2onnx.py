@@ -11,6 +11,16 @@ on ONNX Runtime against PyTorch at batch 1, 16 and 64: a difference above --max_
 one, fails the export. The model is exported and checked in memory and written only when every check
 passed, so a failed export leaves an existing file as it was. --quantize int8 also writes an int8 model
 (dynamic quantization of the folded graph).
+
+--emulate_fp16 also writes <stem>_fp16emu.onnx: a preview of what atc's default --precision_mode
+force_fp16 does to the arithmetic, that runs anywhere on ONNX Runtime. It is the exported graph with
+every weight rounded to fp16, the input rounded to fp16, and every operator's result rounded to fp16
+(a Cast to float16 and back after it): Gemm multiplies fp16 values and accumulates in fp32, as the cube
+unit does (fp16 x fp16 -> fp32), adds the fp16 bias and rounds once; BatchNorm, LeakyReLU (alpha as the
+fp16 value of 0.2) and Tanh take fp16 values and fp16 parameters and round their result. Same input and
+output names and dtypes as the fp32 model. An emulation of documented rounding, not a bit-exact
+simulation of an Ascend chip: the order of the fp32 accumulation, how atc fuses BatchNorm, and the
+vector unit's own fp16 functions are not documented.
 """
 import argparse
 import io
@@ -40,6 +50,9 @@ def get_args_parser():
     parser.add_argument("--quantize", choices=["none", "int8"], default="none",
                         help="int8: also write an ONNX Runtime dynamically quantized model (CPU only, not for atc)")
     parser.add_argument("--int8_file", default=None, help="int8 model to write (default: <output_file stem>_int8.onnx)")
+    parser.add_argument("--emulate_fp16", action="store_true",
+                        help="also write an fp16 preview of atc's force_fp16 that runs on ONNX Runtime (<output_file stem>_fp16emu.onnx)")
+    parser.add_argument("--fp16_file", default=None, help="fp16 preview to write (default: <output_file stem>_fp16emu.onnx)")
     return parser
 
 
@@ -109,6 +122,51 @@ def worst_difference(results, source, label):
     return max(diff for diff, _ in results.values())
 
 
+# Operators whose float result the fp16 preview rounds to fp16 (Reshape and Constant only move or name values).
+FP16_ROUNDED_OPS = {"Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization", "LeakyRelu", "Relu", "Tanh", "Sigmoid"}
+
+
+def emulate_fp16(model_bytes):
+    """The fp16 preview of a model (bytes in, bytes out): weights, the input and every operator's result rounded to
+    fp16, the arithmetic inside each operator in fp32 (see the module's docstring)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    for tensor in graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            values = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    nodes = []
+
+    def rounded(name, source, where):
+        """Cast `source` to float16 and back, into `name`."""
+        half = f"{source}_as_fp16"
+        return [helper.make_node("Cast", [source], [half], name=f"{where}/round_fp16", to=TensorProto.FLOAT16),
+                helper.make_node("Cast", [half], [name], name=f"{where}/back_to_fp32", to=TensorProto.FLOAT)]
+
+    for graph_input in graph.input:  # the input is rounded once; every consumer reads the rounded value
+        inner = f"{graph_input.name}_fp16"
+        nodes += rounded(inner, graph_input.name, graph_input.name)
+        for node in graph.node:
+            node.input[:] = [inner if i == graph_input.name else i for i in node.input]
+    for node in graph.node:
+        for attribute in node.attribute:  # constants the chip holds in fp16: LeakyReLU's alpha, BatchNorm's eps
+            if attribute.type == onnx.AttributeProto.FLOAT and attribute.name in ("alpha", "epsilon"):
+                attribute.f = float(np.float16(attribute.f))
+        if node.op_type not in FP16_ROUNDED_OPS:
+            nodes.append(node)
+            continue
+        result = node.output[0]
+        node.output[0] = f"{result}_fp32"
+        nodes += [node, *rounded(result, node.output[0], node.name or result)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def quantize_int8(generator, opset):
     """ONNX Runtime dynamic quantization of the folded graph, as bytes: int8 weights (per channel), activations
     quantized per batch at run time. Folding first leaves one quantized MatMul per layer and no float BatchNorm."""
@@ -128,10 +186,13 @@ def main(args):
     if not 7 <= args.opset <= 20:
         raise InputError(f"--opset {args.opset}: expected 7..20 (atc of CANN 5.x/6.x accepts 9..13)")
     output = check_output_file(args.output_file, "--output_file")
-    int8_path = None
+    int8_path = fp16_path = None
     if args.quantize == "int8":
         int8_path = check_output_file(args.int8_file or output.with_name(output.stem + "_int8.onnx"), "--int8_file")
-    refuse_overlap([("--input_file", args.input_file)], [("--output_file", output), ("--int8_file", int8_path)])
+    if args.emulate_fp16:
+        fp16_path = check_output_file(args.fp16_file or output.with_name(output.stem + "_fp16emu.onnx"), "--fp16_file")
+    refuse_overlap([("--input_file", args.input_file)], [("--output_file", output), ("--int8_file", int8_path),
+                                                         ("--fp16_file", fp16_path)])
     generator = load_generator(args.input_file)
 
     model_bytes = export_onnx(generator, args.opset, fold=args.fold)
@@ -155,6 +216,15 @@ def main(args):
         worst_difference(results, args.input_file, "the int8 model's")
         write_bytes_atomic(int8_path, int8_bytes)
         print(f"wrote {int8_path} ({len(int8_bytes) / 1e6:.1f} MB)")
+
+    if fp16_path:
+        fp16_bytes = emulate_fp16(model_bytes)
+        results = compare_with_pytorch(generator, fp16_bytes)
+        for batch, (diff, cosine) in results.items():
+            print(f"fp16 preview batch {batch:3d}: max |fp16 preview - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
+        worst_difference(results, args.input_file, "the fp16 preview's")
+        write_bytes_atomic(fp16_path, fp16_bytes)
+        print(f"wrote {fp16_path} (fp16 arithmetic emulated on ONNX Runtime; not for atc)")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 from PIL import Image
 
@@ -68,3 +70,36 @@ def test_missing_batch_on_either_side(testdata, tmp_path):
 def test_wrong_image_count(testdata, tmp_path):
     make_run(tmp_path, testdata, lambda i, x: x[: 784 * 2] if i == 0 else x)
     assert_clean_error(compare(tmp_path, testdata), "0_output_0.bin", "2 images", "has 4")
+
+
+def test_run_against_run(onnx_model, testdata, tmp_path):
+    images, vectors = testdata
+    for name in ("a", "b"):
+        run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / name),
+                   "--outfmt", "TXT" if name == "a" else "BIN", "--threads", "1" if name == "a" else "2")
+    result = run_script("GAN_compare.py", f"--online_path={tmp_path / 'a'}", f"--offline_path={tmp_path / 'b'}", "--diff_image", "",
+                        env=no_torch_env(tmp_path))
+    assert result.stdout.splitlines()[-1].startswith("PASS: fp32"), "two runs of the same model agree at fp32"
+    assert "reference: " in result.stdout and "complete run of onnxruntime" in result.stdout.splitlines()[0]
+    (run_a,) = [p for p in (tmp_path / "a").iterdir() if p.is_dir()]
+    assert_clean_error(run_script("GAN_compare.py", f"--online_path={run_a}", f"--offline_path={tmp_path / 'a'}", "--diff_image", "",
+                                  check=False), run_a, "same run")
+    shifted = tmp_path / "shifted" / "20260101_000000_000000"
+    shifted.mkdir(parents=True)
+    for i in range(3):
+        (np.fromfile(images / f"{i}.bin", np.float32) + np.float32(0.002)).tofile(shifted / f"{i}_output_0.bin")
+    fp16 = run_script("GAN_compare.py", f"--online_path={run_a}", f"--offline_path={tmp_path / 'shifted'}", "--tolerance", "fp16",
+                      "--diff_image", "")
+    max_abs = float(re.search(r"max_abs ([0-9.e+-]+),", fp16.stdout).group(1))
+    assert "PASS: fp16" in fp16.stdout and abs(max_abs - 2e-3) < 1e-5, "the TXT reference holds 6 significant digits"
+
+
+def test_reference_that_is_neither_online_nor_a_run(testdata, tmp_path):
+    make_run(tmp_path, testdata)
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(compare_with(tmp_path, tmp_path / "empty"), tmp_path / "empty", "neither online outputs")
+
+
+def compare_with(tmp_path, reference):
+    return run_script("GAN_compare.py", f"--online_path={reference}", f"--offline_path={tmp_path / 'out'}", "--diff_image", "",
+                      check=False)

@@ -76,3 +76,92 @@ def test_int8_model_is_a_second_file_close_to_pytorch(checkpoint, testdata, tmp_
     passed = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "int8",
                         "--diff_image", "")
     assert "PASS: int8" in passed.stdout
+
+
+def fp16(values):
+    """Round to the nearest fp16 value, kept in fp32."""
+    return np.asarray(values, np.float32).astype(np.float16).astype(np.float32)
+
+
+def numpy_force_fp16(state, z):
+    """An independent numpy implementation of the preview's rounding rules, from the PyTorch weights (not from the ONNX
+    file): weights and input rounded to fp16; each layer computed in fp32 on fp16 values and its result rounded."""
+    x = fp16(z)
+    for linear, norm in ((0, None), (2, 3), (5, 6), (8, 9), (11, None)):
+        x = fp16(x @ fp16(state[f"model.{linear}.weight"]).T + fp16(state[f"model.{linear}.bias"]))
+        if norm is not None:
+            gamma, beta, mean, var = (fp16(state[f"model.{norm}.{k}"]) for k in ("weight", "bias", "running_mean", "running_var"))
+            x = fp16((x - mean) / np.sqrt(var + np.float32(np.float16(0.8))) * gamma + beta)
+        x = fp16(np.tanh(x)) if linear == 11 else fp16(np.where(x >= 0, x, x * np.float32(np.float16(0.2))))
+    return x.reshape(-1, 1, 28, 28)
+
+
+def test_fp16_preview_against_an_independent_numpy_implementation():
+    from onnx import numpy_helper
+
+    from GAN_layer_compare import run_all_tensors
+    from GAN_pth2onnx import emulate_fp16, export_onnx
+
+    generator = random_generator(2)
+    state = {k: v.numpy() for k, v in generator.state_dict().items()}
+    preview = emulate_fp16(export_onnx(generator, 11))
+    z = np.random.default_rng(2).standard_normal((256, 100), dtype=np.float32)
+    tensors, graph = run_all_tensors(preview, z)
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for name, value in state.items():
+        if name in weights:
+            np.testing.assert_array_equal(weights[name], fp16(value), err_msg=f"{name} is its fp16 value")
+    consumers = {i: n for n in graph.node for i in n.input}
+    checked = {}
+    for node in graph.node:
+        if node.op_type in ("Cast", "Constant", "Reshape"):
+            continue
+        x = fp16(z) if node.input[0] == "Z_fp16" else tensors[node.input[0]]
+        rounded = consumers[consumers[node.output[0]].output[0]]  # the Cast to fp16 and back after the operator
+        assert (consumers[node.output[0]].op_type, rounded.op_type) == ("Cast", "Cast"), node.name
+        got = tensors[rounded.output[0]]
+        one_ulp = np.spacing(np.abs(got).astype(np.float16)).astype(np.float32)
+        if node.op_type == "Gemm":
+            w, b = weights[node.input[1]], weights[node.input[2]]
+            expected = fp16(x @ w.T + b)
+            # Two fp32 summation orders of n terms differ by at most 2 gamma_n sum|x_i w_i| (gamma_n = n u / (1 - n u),
+            # u = 2^-24, Higham's bound); rounding to fp16 afterwards adds at most one fp16 ulp.
+            n, u = x.shape[1], 2.0 ** -24
+            bound = 2 * n * u / (1 - n * u) * (np.abs(x) @ np.abs(w).T + np.abs(b)) + one_ulp
+            assert (np.abs(got - expected) <= bound).all(), node.name
+            assert (got == expected).mean() >= 0.99, node.name
+        elif node.op_type == "BatchNormalization":
+            gamma, beta, mean, var = (weights[i] for i in node.input[1:])
+            expected = fp16((x - mean) / np.sqrt(var + np.float32(np.float16(0.8))) * gamma + beta)
+            # ONNX Runtime may fold the four parameters into a scale and a shift: a few fp32 ulps, at most one fp16 ulp
+            assert (np.abs(got - expected) <= one_ulp).all() and (got == expected).mean() >= 0.999, node.name
+        elif node.op_type == "LeakyRelu":
+            np.testing.assert_array_equal(got, fp16(np.where(x >= 0, x, x * np.float32(np.float16(0.2)))), err_msg=node.name)
+        else:
+            assert node.op_type == "Tanh"
+            np.testing.assert_array_equal(got, fp16(np.tanh(x)), err_msg=node.name)
+        checked[node.op_type] = checked.get(node.op_type, 0) + 1
+    assert checked == {"Gemm": 5, "BatchNormalization": 3, "LeakyRelu": 4, "Tanh": 1}
+    # end to end, from the PyTorch weights alone: only the summation order differs
+    final = tensors["generateimg"]
+    reference = numpy_force_fp16(state, z)
+    with torch.no_grad():
+        plain = generator(torch.from_numpy(z)).numpy()
+    assert (final == fp16(final)).all(), "every output value is an fp16 value"
+    assert (final == reference).mean() >= 0.97
+    assert np.abs(final - reference).mean() < np.abs(final - plain).mean() / 20, "far closer to fp16 than to fp32 arithmetic"
+
+
+def test_fp16_preview_is_written_and_judged_by_the_fp16_preset(checkpoint, testdata, tmp_path):
+    path = tmp_path / "GAN.onnx"
+    result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={path}", "--emulate_fp16")
+    preview = tmp_path / "GAN_fp16emu.onnx"
+    assert preview.is_file() and "fp16 preview batch  64" in result.stdout
+    session = ort.InferenceSession(str(preview), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, out.name, out.type) == ("Z", "tensor(float)", "generateimg", "tensor(float)")
+    images, vectors = testdata
+    run_script("run_msame.sh", "--model", str(preview), "--input", str(vectors), "--output", str(tmp_path / "out"), "--outfmt", "TXT")
+    args = [f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", ""]
+    assert "PASS: fp16" in run_script("GAN_compare.py", *args, "--tolerance", "fp16").stdout
+    assert run_script("GAN_compare.py", *args, "--tolerance", "fp32", check=False).returncode == 1, "fp32 rightly fails"
