@@ -6,11 +6,12 @@ Pairs every online images/<i>.bin with offline output i (msame or ais_bench nami
 newest run under --offline_path, refused if it is not complete; gan_runs.py), prints per-batch and overall max absolute error, mean absolute
 error and cosine similarity, then one PASS/FAIL line against the tolerance preset:
   fp32  max abs <= 1e-4, cosine >= 0.99999  (ONNX Runtime, or an .om built with --precision_mode must_keep_origin_dtype)
-  fp16  max abs <= 2e-2, cosine >= 0.999    (an .om built with atc's default force_fp16)
+  fp16  max abs <= 5e-2, mean abs <= 1e-3, cosine >= 0.9999  (an .om built with atc's default force_fp16)
   int8  max abs <= 1.0, mean abs <= 1e-2, cosine >= 0.999  (GAN_pth2onnx.py --quantize int8 on ONNX Runtime)
 Exits 1 on FAIL, when a batch is missing on either side, or when either side holds NaN or Inf.
 --online_path may also be an offline run (an output root or a run folder): one run is then checked
-against another, for example an NPU run against the ONNX Runtime run, or the fp16 preview against the NPU. Also saves a picture of the first batch:
+against another, for example an NPU run against the ONNX Runtime run, or the fp16 preview against the NPU.
+Also saves a picture of the first batch:
 reference | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
 """
 import argparse
@@ -27,7 +28,11 @@ from gan_runs import list_output_files, open_run
 
 TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs error or None)
     "fp32": (1e-4, 0.99999, None),
-    "fp16": (2e-2, 0.999, None),
+    # fp16: measured with the fp16 preview (GAN_pth2onnx.py --emulate_fp16, every operator rounded to fp16) on the
+    # bundled generator over 6400 images: max 2.5e-2 (3 images have a pixel above 2e-2, all on Tanh's steep part;
+    # 99.99% of pixels within 1.1e-2), mean 2.0e-4, cosine 0.9999997. The bounds leave 2x / 5x for what the preview
+    # does not model (the chip's accumulation order, fused operators); int8's errors (mean 5.6e-3) stay outside.
+    "fp16": (5e-2, 0.9999, 1e-3),
     # int8: activations are quantized per batch to 256 levels, so a rare pixel on Tanh's steep part moves by
     # up to ~0.6 (measured: max 0.60, 0.01% of pixels above 0.31, mean 0.005 over 6400 images); the image as a
     # whole stays put, so the preset bounds the mean and the cosine, and the max only against gross errors.
