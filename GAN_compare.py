@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gan_cli import InputError, check_output_file, refuse_overlap, run_main, short_list
-from gan_io import IMG_SIZE, atomic_path, grid_array, numbered_files, read_online, read_output
+from gan_io import IMG_SIZE, atomic_path, grid_array, numbered_files, read_online, read_output, save_json
 from gan_runs import list_output_files, open_run
 
 TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs error or None)
@@ -50,6 +50,7 @@ def get_args_parser():
     parser.add_argument("--diff_image", default="compare_first_batch.png",
                         help="picture of the first batch: reference | offline | difference (default: compare_first_batch.png)")
     parser.add_argument("--quiet", action="store_true", help="print only the overall line and the verdict")
+    parser.add_argument("--save_json", default=None, help="also save the figures and the verdict as JSON here (GAN_report.py reads it)")
     return parser
 
 
@@ -110,16 +111,16 @@ def main(args):
     reference_note, reference, read_reference, reference_run = reference_side(args.online_path)
     if reference_run is not None and os.path.realpath(reference_run) == os.path.realpath(run.path):
         raise InputError(f"{run.path}: --online_path and --offline_path are the same run: nothing to compare")
-    if args.diff_image:
-        check_output_file(args.diff_image, "--diff_image")
-        refuse_overlap([("--online_path", args.online_path), ("--offline_path", args.offline_path), ("the run folder", run.path)],
-                       [("--diff_image", args.diff_image)])
+    outputs = [(flag, path) for flag, path in (("--diff_image", args.diff_image), ("--save_json", args.save_json)) if path]
+    for flag, path in outputs:
+        check_output_file(path, flag)
+    refuse_overlap([("--online_path", args.online_path), ("--offline_path", args.offline_path), ("the run folder", run.path)], outputs)
     pairs = pair_batches(args.online_path, reference, run)
     run_dir = run.path
     print(f"reference: {reference_note}")
     print(f"reading {run.note}")
     worst, abs_sum, count, dot, norm_on, norm_off = 0.0, 0.0, 0, 0.0, 0.0, 0.0
-    picture_note = ""
+    picture_note, batches = "", []
     if not args.quiet:
         print(f"{'batch':>6} {'images':>6} {'max_abs':>10} {'mean_abs':>10} {'cosine':>10}")
     for n, (i, online_file, offline_file) in enumerate(pairs):
@@ -131,6 +132,8 @@ def main(args):
         # elementwise sums, not BLAS dot products: a BLAS thread pool costs more than it saves at this size
         b_dot, b_on, b_off = float((online * offline).sum()), float((online * online).sum()), float((offline * offline).sum())
         b_max = float(diff.max())
+        batches.append({"batch": i, "images": online.size // IMG_SIZE, "max_abs": b_max, "mean_abs": float(diff.mean()),
+                        "cosine": cosine_of(b_dot, b_on, b_off)})
         if not args.quiet:
             print(f"{i:>6} {online.size // IMG_SIZE:>6} {b_max:>10.3e} {diff.mean():>10.3e} {cosine_of(b_dot, b_on, b_off):>10.7f}")
         worst, abs_sum, count = max(worst, b_max), abs_sum + float(diff.sum()), count + diff.size
@@ -146,6 +149,12 @@ def main(args):
     limits = f"max_abs <= {max_abs_limit:g}" + (f", mean_abs <= {mean_abs_limit:g}" if mean_abs_limit else "")
     print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({limits}, cosine >= {cosine_limit:g})"
           + picture_note)
+    if args.save_json:
+        save_json(args.save_json, {
+            "reference": str(args.online_path), "reference_read": reference_note, "offline": str(run_dir), "offline_read": run.note,
+            "tolerance": args.tolerance, "limits": {"max_abs": max_abs_limit, "mean_abs": mean_abs_limit, "cosine": cosine_limit},
+            "overall": {"batches": len(pairs), "images": count // IMG_SIZE, "max_abs": worst, "mean_abs": mean_abs, "cosine": cosine},
+            "verdict": "PASS" if passed else "FAIL", "diff_image": args.diff_image or None, "batches": batches})
     return 0 if passed else 1
 
 

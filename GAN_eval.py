@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, positive_int, run_main
-from gan_io import numbered_files, onnx_session, read_bytes, read_online, read_output
+from gan_cli import InputError, check_output_file, positive_int, refuse_overlap, run_main
+from gan_io import numbered_files, onnx_session, read_bytes, read_online, read_output, save_json
 from gan_runs import list_output_files, open_run
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +43,7 @@ def get_args_parser():
     parser.add_argument("--classifier", default=str(CLASSIFIER), help="classifier ONNX (outputs logits and features)")
     parser.add_argument("--reference_stats", default=str(REFERENCE_STATS), help="feature mean/covariance of real MNIST test images")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--save_json", default=None, help="also save the scores as JSON here (GAN_report.py reads it)")
     parser.add_argument("--train_classifier", action="store_true", help="train the classifier on --data_root and write it")
     parser.add_argument("--data_root", default=None, help="MNIST root (MNIST/raw/*-idx*-ubyte), for --train_classifier")
     parser.add_argument("--epochs", type=positive_int, default=4, help="classifier training epochs")
@@ -169,7 +170,6 @@ def train_classifier(args):
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from gan_cli import check_output_file, refuse_overlap
     from gan_io import atomic_path
 
     if not args.data_root:
@@ -232,6 +232,9 @@ def main(args):
         return train_classifier(args)
     if not args.images_path and not args.real_mnist:
         raise InputError("nothing to score: pass --images_path DIR (or --real_mnist DATA_ROOT)")
+    if args.save_json:
+        check_output_file(args.save_json, "--save_json")
+        refuse_overlap([("--images_path", p) for p in args.images_path], [("--save_json", args.save_json)])
     scorer = DigitScorer(args.classifier, args.reference_stats)
     rows = []
     if args.real_mnist:
@@ -245,6 +248,8 @@ def main(args):
         rows.append(dict(scorer.score_batches(batches), source=source, read=note))
     for row in rows:
         row["targets_met"] = all(row[k] >= v for k, v in TARGETS.items())
+    if args.save_json:
+        save_json(args.save_json, {"targets": TARGETS, "rows": rows})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

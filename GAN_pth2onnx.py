@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from gan_cli import InputError, check_output_file, non_negative_float, refuse_overlap, run_main
-from gan_io import IMG_SHAPE, LATENT_DIM, onnx_session, write_bytes_atomic
+from gan_io import IMG_SHAPE, LATENT_DIM, onnx_session, save_json, write_bytes_atomic
 from models import load_generator
 
 CHECK_BATCHES = (1, 16, 64)
@@ -53,6 +53,7 @@ def get_args_parser():
     parser.add_argument("--emulate_fp16", action="store_true",
                         help="also write an fp16 preview of atc's force_fp16 that runs on ONNX Runtime (<output_file stem>_fp16emu.onnx)")
     parser.add_argument("--fp16_file", default=None, help="fp16 preview to write (default: <output_file stem>_fp16emu.onnx)")
+    parser.add_argument("--save_json", default=None, help="also save the checks' figures as JSON here (GAN_report.py reads it)")
     return parser
 
 
@@ -191,8 +192,11 @@ def main(args):
         int8_path = check_output_file(args.int8_file or output.with_name(output.stem + "_int8.onnx"), "--int8_file")
     if args.emulate_fp16:
         fp16_path = check_output_file(args.fp16_file or output.with_name(output.stem + "_fp16emu.onnx"), "--fp16_file")
+    if args.save_json:
+        check_output_file(args.save_json, "--save_json")
     refuse_overlap([("--input_file", args.input_file)], [("--output_file", output), ("--int8_file", int8_path),
-                                                         ("--fp16_file", fp16_path)])
+                                                         ("--fp16_file", fp16_path), ("--save_json", args.save_json)])
+    checks = {}
     generator = load_generator(args.input_file)
 
     model_bytes = export_onnx(generator, args.opset, fold=args.fold)
@@ -205,6 +209,7 @@ def main(args):
         raise InputError(f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}: not written"
                          f"{' (the existing file is unchanged)' if output.exists() else ''}")
     write_bytes_atomic(output, model_bytes)
+    checks[str(output)] = {"kind": "fp32", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
     print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}, "
           f"{len(model_bytes) / 1e6:.1f} MB)")
 
@@ -215,6 +220,7 @@ def main(args):
             print(f"int8 batch {batch:3d}: max |int8 - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
         worst_difference(results, args.input_file, "the int8 model's")
         write_bytes_atomic(int8_path, int8_bytes)
+        checks[str(int8_path)] = {"kind": "int8", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
         print(f"wrote {int8_path} ({len(int8_bytes) / 1e6:.1f} MB)")
 
     if fp16_path:
@@ -224,7 +230,11 @@ def main(args):
             print(f"fp16 preview batch {batch:3d}: max |fp16 preview - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
         worst_difference(results, args.input_file, "the fp16 preview's")
         write_bytes_atomic(fp16_path, fp16_bytes)
+        checks[str(fp16_path)] = {"kind": "fp16 preview", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
         print(f"wrote {fp16_path} (fp16 arithmetic emulated on ONNX Runtime; not for atc)")
+    if args.save_json:
+        save_json(args.save_json, {"input_file": str(args.input_file), "opset": args.opset, "fold": args.fold,
+                                   "max_diff": args.max_diff, "models": checks})
 
 
 if __name__ == "__main__":

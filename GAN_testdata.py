@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from gan_cli import InputError, available_memory, non_negative_int, positive_int, progress, refuse_overlap, run_main, short_list
-from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, ensure_dir, latent_batch, numbered_files, save_grid, write_bin
+from gan_cli import InputError, available_memory, check_output_file, non_negative_int, positive_int, progress, refuse_overlap, run_main, short_list
+from gan_io import (IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, ensure_dir, latent_batch, numbered_files, save_grid,
+                    save_json, write_bin)
 from models import load_generator
 
 
@@ -31,6 +32,7 @@ def get_args_parser():
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors (>= 0)")
     parser.add_argument("--no_jpg", action="store_true", help="skip the online JPEG grids (raw outputs only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--save_json", default=None, help="also save how the data was made (seed, sizes, weights) as JSON here")
     return parser
 
 
@@ -43,7 +45,10 @@ def main(args):
     if free is not None and need > free:
         raise InputError(f"--batch_size {args.batch_size}: one batch needs about {need / 2**30:.1f} GiB of memory, "
                          f"{free / 2**30:.1f} GiB is available: use smaller batches (and more --iters)")
-    refuse_overlap([("--pth_path", args.pth_path)], [("--online_path", args.online_path), ("--offline_path", args.offline_path)])
+    if args.save_json:
+        check_output_file(args.save_json, "--save_json")
+    refuse_overlap([("--pth_path", args.pth_path)], [("--online_path", args.online_path), ("--offline_path", args.offline_path),
+                                                     ("--save_json", args.save_json)])
     if not args.no_jpg:
         check_grid_fits(args.batch_size, Path(args.online_path) / "0.jpg")
     for folder in (args.online_path, args.offline_path):
@@ -64,6 +69,9 @@ def main(args):
         write_bin(online_dir / f"{i}.bin", images)
         if not args.no_jpg:
             save_grid(images, online_dir / f"{i}.jpg")
+    if args.save_json:
+        save_json(args.save_json, {"pth_path": str(args.pth_path), "seed": args.seed, "iters": args.iters, "batch_size": args.batch_size,
+                                   "online_path": str(online_dir), "offline_path": str(offline_dir), "jpg": not args.no_jpg})
     print(f"wrote {args.iters} batches of {args.batch_size}: latents in {offline_dir}/, online outputs (.bin"
           f"{'' if args.no_jpg else ', .jpg'}) in {online_dir}/ ({time.perf_counter() - started:.1f} s)")
 

@@ -82,6 +82,13 @@ def write_bytes_atomic(path, data):
         tmp.write_bytes(data)
 
 
+def save_json(path, result):
+    """A step's result as JSON (its --save_json), written atomically; the report reads these, computing nothing again."""
+    import json
+
+    write_bytes_atomic(path, (json.dumps(result, indent=1, default=str) + "\n").encode())
+
+
 def ensure_dir(path, what="output folder"):
     """Create a folder (with parents) and check that we can write into it; one clear error if not."""
     path = Path(path)

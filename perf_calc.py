@@ -25,7 +25,7 @@ import stat
 import sys
 from pathlib import Path
 
-from gan_cli import InputError, run_main
+from gan_cli import InputError, check_output_file, refuse_overlap, run_main
 from gan_perf import parse_stats
 
 KNOWN_FORMATS = ("msame (folder or file mode)", "ais_bench / ais_infer (printed summary or summary JSON)",
@@ -62,6 +62,7 @@ def get_args_parser():
     parser.add_argument("--baseline_batch_size", type=int, default=None, help="batch size of every --baseline")
     parser.add_argument("--baseline_chips", type=int, default=None, help="chips of the baseline (default: by its tool)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--save_json", default=None, help="also save the table as JSON here (GAN_report.py reads it)")
     return parser
 
 
@@ -257,6 +258,9 @@ def main(args):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise InputError(f"--{name} {value}: expected a positive integer")
+    if args.save_json:
+        check_output_file(args.save_json, "--save_json")
+        refuse_overlap([("--log", log) for log in args.log + args.baseline], [("--save_json", args.save_json)])
     rows = [throughput(log, args.batch_size, args.chips) for log in args.log]
     baselines = {}
     for log in args.baseline:
@@ -270,6 +274,10 @@ def main(args):
             row["verdict"] = "PASS" if row["ratio"] >= 0.5 else "FAIL"
         elif baselines:
             row["verdict"] = f"no baseline at batch {row['batch_size']}"
+    if args.save_json:
+        from gan_io import save_json
+
+        save_json(args.save_json, {"logs": rows, "baselines": list(baselines.values())})
     if args.json:
         print(json.dumps({"logs": rows, "baselines": list(baselines.values())}, indent=2))
         return 0

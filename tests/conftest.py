@@ -92,3 +92,13 @@ def testdata(checkpoint, tmp_path_factory):
 
 def latent(rows, seed=0):
     return np.random.default_rng(seed).standard_normal((rows, 100), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def pipeline_workdir(checkpoint, tmp_path_factory):
+    """run_pipeline.sh on 3 batches of 4 with the test checkpoint: (workdir, its stdout)."""
+    workdir = tmp_path_factory.mktemp("pipeline") / "work"
+    result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir),
+                             "--iters", "3", "--batch_size", "4"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result.stdout

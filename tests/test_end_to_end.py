@@ -62,17 +62,18 @@ def test_readme_commands_in_order(tmp_path, checkpoint):
     assert "Execute sample success" in log
 
 
-def test_run_pipeline_sh(tmp_path, checkpoint):
-    workdir = tmp_path / "pipeline"
-    result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir),
-                             "--iters", "3", "--batch_size", "4"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("export", "testdata", "offline", "txt2jpg", "compare", "perf", "total"):
-        assert re.search(rf"^  {step}\s+\d+\.\d\d s(\s+(\d+ MB|-))?$", result.stdout, re.M), step
-    assert "PASS: fp32" in result.stdout
+def test_run_pipeline_sh(pipeline_workdir, checkpoint):
+    workdir, stdout = pipeline_workdir
+    for step in ("export", "testdata", "offline", "txt2jpg", "compare", "eval", "perf", "report", "total"):
+        assert re.search(rf"^  {step}\s+\d+\.\d\d s(\s+(\d+ MB|-))?$", stdout, re.M), step
+    assert "PASS: fp32" in stdout
     assert len(list((workdir / "genimg").glob("*.jpg"))) == 3 and (workdir / "compare_first_batch.png").is_file()
-    fps = re.search(r"GAN_bs4\.log\s+onnxruntime\s+4\s+1\s+\S+\s+([0-9.]+)", result.stdout)
+    fps = re.search(r"GAN_bs4\.log\s+onnxruntime\s+4\s+1\s+\S+\s+\S+\s+\S+\s+([0-9.]+)", stdout)
     assert fps and float(fps.group(1)) > 0
+    assert stdout.rstrip().splitlines()[-2:] == [f"== report: {workdir}/report.html", f"== report: {workdir}/report.md"]
+    steps = (workdir / "steps.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in steps] == ["step", "export", "testdata", "offline", "txt2jpg", "compare", "eval", "perf",
+                                                       "report"]
     again = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir)],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "not an empty folder" in again.stderr, "an earlier run is never overwritten"
