@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT, no_torch_env
@@ -12,12 +13,15 @@ from conftest import ROOT, no_torch_env
 OFFLINE_STEPS = ("run_msame.sh", "msame_onnxruntime.py", "GAN_txt2jpg.py", "GAN_compare.py", "GAN_eval.py", "perf_calc.py")
 
 
-def readme_commands():
-    """Shell lines of the ```bash blocks between <!-- e2e:begin --> and <!-- e2e:end --> in README.md.
+READMES = ("README.md", "README.zh-CN.md")
+
+
+def readme_commands(name="README.md"):
+    """Shell lines of the ```bash blocks between <!-- e2e:begin --> and <!-- e2e:end --> in a README.
 
     Lines marked `# CANN host` need Ascend tools; test_ascend_tools.py runs those against the doubles.
     """
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / name).read_text()
     section = text.split("<!-- e2e:begin -->", 1)[1].split("<!-- e2e:end -->", 1)[0]
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
@@ -30,15 +34,25 @@ def workspace(tmp_path):
     work = tmp_path / "clone"
     work.mkdir()
     for path in ROOT.iterdir():
-        if path.suffix in (".py", ".sh") or path.name == "README.md":
+        if path.suffix in (".py", ".sh") or path.name in READMES:
             shutil.copy(path, work / path.name)
     shutil.copytree(ROOT / "weights", work / "weights", ignore=shutil.ignore_patterns("*_train"))
     return work
 
 
-def test_readme_commands_in_order(tmp_path, checkpoint):
+def test_both_readmes_hold_the_same_commands_in_the_same_order():
+    english, chinese = (readme_commands(name) for name in READMES)
+    assert english == chinese, "README.md and README.zh-CN.md must not drift apart"
+    assert len(english) >= 10
+    for name in READMES:
+        first = (ROOT / name).read_text().splitlines()[:4]
+        assert any(other in line for line in first for other in READMES if other != name), f"{name} links the other"
+
+
+@pytest.mark.parametrize("readme", READMES)
+def test_readme_commands_in_order(tmp_path, checkpoint, readme):
     work = workspace(tmp_path)
-    commands = readme_commands()
+    commands = readme_commands(readme)
     assert any("GAN_pth2onnx.py" in c for c in commands) and any("GAN_compare.py" in c for c in commands)
     for command in commands:
         command = command.replace("weights/generator_mnist.pth", str(checkpoint))
@@ -60,6 +74,8 @@ def test_readme_commands_in_order(tmp_path, checkpoint):
         assert Image.open(work / "genimg" / f"{i}.jpg").size == Image.open(work / "images" / f"{i}.jpg").size == (122, 32)
     log = (work / "GAN_bs64.log").read_text()
     assert "Execute sample success" in log
+    report = (work / "report.md").read_text()
+    assert "PASS (fp32" in report and "steps.tsv is missing" in report, "the report of a workdir filled by hand"
 
 
 def test_run_pipeline_sh(pipeline_workdir, checkpoint):
