@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_cli import InputError, non_negative_float, positive_int, refuse_overlap, run_main
+from gan_cli import batch_sizes, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import ensure_dir, latent_batch, write_bytes_atomic
 from models import load_generator
+from gan_perf import cpu_name
 from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
 from perf_calc import throughput
 
@@ -43,7 +44,7 @@ def get_args_parser():
     parser.add_argument("--pth", required=True, help="generator checkpoint")
     parser.add_argument("--onnx", default=None, help="fp32 ONNX model (default: exported from --pth into a temporary folder)")
     parser.add_argument("--int8", default=None, help="int8 ONNX model from GAN_pth2onnx.py --quantize int8 (optional)")
-    parser.add_argument("--batch_sizes", default="1,16,64", help="comma-separated batch sizes")
+    parser.add_argument("--batch_sizes", type=batch_sizes, default="1,16,64", help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=positive_int, default=7, help="timed rounds per engine and batch size")
     parser.add_argument("--round_seconds", type=non_negative_float, default=0.3, help="approximate length of one round")
     parser.add_argument("--log_dir", default="bench_logs", help="where the msame-style logs go")
@@ -116,10 +117,7 @@ def write_runner_log(path, model_name, batch, latency_ms, engine, threads):
 
 
 def main(args):
-    try:
-        batches = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        raise InputError(f"--batch_sizes {args.batch_sizes!r}: expected comma-separated integers such as 1,16,64") from None
+    batches = args.batch_sizes
     generator = load_generator(args.pth)
     onnx_path = args.onnx
     if onnx_path is None:
@@ -167,7 +165,7 @@ def main(args):
     engines = ["pytorch_eager", *models]
     fps = {(r["engine"], r["batch_size"]): r["fps"] for r in rows}
     ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
-    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
                "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
     txt = txt_io_ms(args.rounds, args.round_seconds)
     result = {"machine": machine, "txt_io_ms_per_batch_of_64": txt, "matmul_peak_gflops": peak, "matmul_gflops_by_library": peak_by_lib,
@@ -195,16 +193,6 @@ def main(args):
           f"(np.loadtxt {txt['read_np_loadtxt']:.2f} ms, x{txt['read_np_loadtxt'] / txt['read_ours']:.2f})")
     print(f"(latency: median of {args.rounds} rounds of the mean time per call; images/s by perf_calc.py from the logs in {log_dir}/)")
     return 0
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -181,6 +181,18 @@ def quantize_int8(generator, opset):
         return quantized.read_bytes()
 
 
+def write_variant(generator, variant_bytes, path, kind, source, note):
+    """Print a variant's difference from PyTorch per batch, refuse a non-finite one, write it; its figures for --save_json.
+    No bound applies: an int8 model or an fp16 preview differs from PyTorch by design (GAN_compare's presets judge them)."""
+    results = compare_with_pytorch(generator, variant_bytes)
+    for batch, (diff, cosine) in results.items():
+        print(f"{kind} batch {batch:3d}: max |{kind} - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
+    worst_difference(results, source, f"the {kind}'s")
+    write_bytes_atomic(path, variant_bytes)
+    print(f"wrote {path} ({len(variant_bytes) / 1e6:.1f} MB, {note})")
+    return {"kind": kind, "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
+
+
 def main(args):
     import onnx
 
@@ -214,24 +226,11 @@ def main(args):
           f"{len(model_bytes) / 1e6:.1f} MB)")
 
     if int8_path:
-        int8_bytes = quantize_int8(generator, args.opset)
-        results = compare_with_pytorch(generator, int8_bytes)
-        for batch, (diff, cosine) in results.items():
-            print(f"int8 batch {batch:3d}: max |int8 - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
-        worst_difference(results, args.input_file, "the int8 model's")
-        write_bytes_atomic(int8_path, int8_bytes)
-        checks[str(int8_path)] = {"kind": "int8", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
-        print(f"wrote {int8_path} ({len(int8_bytes) / 1e6:.1f} MB)")
-
+        checks[str(int8_path)] = write_variant(generator, quantize_int8(generator, args.opset), int8_path, "int8", args.input_file,
+                                                "int8 model, CPU only")
     if fp16_path:
-        fp16_bytes = emulate_fp16(model_bytes)
-        results = compare_with_pytorch(generator, fp16_bytes)
-        for batch, (diff, cosine) in results.items():
-            print(f"fp16 preview batch {batch:3d}: max |fp16 preview - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
-        worst_difference(results, args.input_file, "the fp16 preview's")
-        write_bytes_atomic(fp16_path, fp16_bytes)
-        checks[str(fp16_path)] = {"kind": "fp16 preview", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
-        print(f"wrote {fp16_path} (fp16 arithmetic emulated on ONNX Runtime; not for atc)")
+        checks[str(fp16_path)] = write_variant(generator, emulate_fp16(model_bytes), fp16_path, "fp16 preview", args.input_file,
+                                               "fp16 arithmetic emulated on ONNX Runtime; not for atc")
     if args.save_json:
         save_json(args.save_json, {"input_file": str(args.input_file), "opset": args.opset, "fold": args.fold,
                                    "max_diff": args.max_diff, "models": checks})

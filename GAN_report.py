@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gan_cli import InputError, check_output_file, run_main
 from gan_io import write_bytes_atomic
-from gan_perf import REFERENCE_SERIES
+from gan_perf import REFERENCE_SERIES, cpu_name
 from gan_runs import beside_run, open_run
 
 GRIDS_SHOWN = 3  # online and offline grids of the first batches, side by side
@@ -70,16 +70,6 @@ def versions():
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
     return found
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---------------------------------------------------------------------------------------------------------

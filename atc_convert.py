@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from gan_cli import InputError, refuse_overlap, run_main
+from gan_cli import InputError, batch_sizes, refuse_overlap, run_main
 from gan_io import ensure_dir, read_bytes, write_bytes_atomic
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype", "allow_mix_precision", "force_fp32")
@@ -27,7 +27,7 @@ PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--onnx", required=True, help="ONNX model from GAN_pth2onnx.py")
-    parser.add_argument("--batch_sizes", default="1 16 64", help="batch sizes, space or comma separated")
+    parser.add_argument("--batch_sizes", type=batch_sizes, default="1 16 64", help="batch sizes, space or comma separated")
     parser.add_argument("--soc_version", default="Ascend310", help="chip, e.g. Ascend310 or Ascend310P3 (npu-smi info)")
     parser.add_argument("--precision_mode", choices=PRECISION_MODES, default=None,
                         help="atc precision (atc's default for inference: force_fp16)")
@@ -54,16 +54,6 @@ def onnx_input(path):
     if len(inputs) != 1 or len(dims) != 2 or not dims[1]:
         raise InputError(f"{path}: expected one input of shape (batch, features), found {[i.name for i in inputs]} {dims}")
     return inputs[0].name, dims[1]
-
-
-def parse_batch_sizes(text):
-    try:
-        sizes = [int(s) for s in text.replace(",", " ").split()]
-    except ValueError:
-        raise InputError(f"--batch_sizes {text!r}: expected whole numbers such as \"1 16 64\"") from None
-    if not sizes or any(s <= 0 for s in sizes):
-        raise InputError(f"--batch_sizes {text!r}: expected positive batch sizes")
-    return sizes
 
 
 def parse_gears(text):
@@ -124,7 +114,7 @@ def main(args):
         gears = parse_gears(args.dynamic_batch_size)
         conversions = {f"dynamic {','.join(map(str, gears))}": (*atc_command(args, name, features, gears=gears), {"dynamic_batch_size": gears})}
     else:
-        conversions = {str(b): (*atc_command(args, name, features, batch=b), {"batch": b}) for b in parse_batch_sizes(args.batch_sizes)}
+        conversions = {str(b): (*atc_command(args, name, features, batch=b), {"batch": b}) for b in args.batch_sizes}
     refuse_overlap([("--onnx", args.onnx)], [(f"the output of {label}", f"{output}{suffix}")
                                              for label, (output, _, _) in conversions.items()
                                              for suffix in (".om", ".atc.log", ".atc.json")])

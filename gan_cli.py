@@ -158,6 +158,17 @@ def non_negative_int(text):
     return value
 
 
+def batch_sizes(text):
+    """argparse type for a list of batch sizes, "1 16 64" or "1,16,64": distinct positive integers, in the given order."""
+    try:
+        sizes = [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers such as \"1 16 64\" or 1,16,64, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes) or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"expected distinct positive batch sizes, got {text!r}")
+    return sizes
+
+
 def non_negative_float(text):
     """argparse type for tolerances such as --max_diff: a finite number >= 0 (NaN would pass every comparison)."""
     try:

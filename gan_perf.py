@@ -1,4 +1,4 @@
-"""Latency statistics as ais_bench and trtexec report them, and the guide's reference figures.
+"""Latency statistics as ais_bench and trtexec report them, the machine's name, and the guide's reference figures.
 
 The ONNX Runtime runner prints, after msame's own lines, an ais_bench-style block that perf_calc.py reads:
 
@@ -7,7 +7,9 @@ The ONNX Runtime runner prints, after msame's own lines, an ais_bench-style bloc
 
 Percentiles are numpy's (linear interpolation between samples), as ais_bench computes them. Needs numpy only.
 """
+import platform
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +41,17 @@ def parse_stats(line):
     for key, quantile, value in STAT_PAIR.findall(line):
         found[f"p{float(quantile):g}" if quantile else key] = float(value)
     return found
+
+
+def cpu_name():
+    """The processor's model name, for the tables that say which machine gave a figure."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -19,16 +19,15 @@ Needs numpy and matplotlib, no torch.
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gan_cli import InputError, non_negative_int, positive_int, progress, refuse_overlap, run_main
+from gan_cli import InputError, batch_sizes, non_negative_int, positive_int, progress, refuse_overlap, run_main
 from gan_io import atomic_path, ensure_dir, latent_batch, write_bin, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES
+from gan_perf import REFERENCE_SERIES, cpu_name
 from gan_runs import atc_record
 from perf_calc import throughput
 
@@ -39,7 +38,8 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model", required=True, help="GAN.onnx, GAN_bs{N}.om (N replaced by each batch size) or a dynamic-batch .om")
-    parser.add_argument("--batch_sizes", default="1,4,8,16,32,64", help="comma-separated batch sizes (default: the guide's six)")
+    parser.add_argument("--batch_sizes", type=batch_sizes, default="1,4,8,16,32,64",
+                        help="comma-separated batch sizes (default: the guide's six)")
     parser.add_argument("--output", default="sweep", help="folder for sweep.json, sweep.md, sweep.png and logs/ (default: sweep)")
     parser.add_argument("--images", type=positive_int, default=6400, help="images per batch size, rounded to whole batches (default: 6400)")
     parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed executions before each batch size's run (default: 10)")
@@ -54,16 +54,6 @@ def get_args_parser():
     parser.add_argument("--keep_work", action="store_true", help="keep the input vectors and the outputs of every run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def parse_batch_sizes(text):
-    try:
-        sizes = [int(b) for b in text.replace(" ", "").split(",") if b]
-    except ValueError:
-        raise InputError(f"--batch_sizes {text!r}: expected comma-separated whole numbers such as 1,4,8,16,32,64") from None
-    if not sizes or any(b <= 0 for b in sizes) or len(set(sizes)) != len(sizes):
-        raise InputError(f"--batch_sizes {text!r}: expected distinct positive batch sizes")
-    return sorted(sizes)
 
 
 def model_for(args, batch):
@@ -88,16 +78,6 @@ def soc(model):
     """The chip atc_convert.sh converted this .om for, or None where it left no record."""
     record, _ = atc_record(model)
     return (record or {}).get("soc_version")
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_batch(args, batch, work, logs):
@@ -180,7 +160,7 @@ def plot(rows, best, device, path):
 
 
 def main(args):
-    batches = parse_batch_sizes(args.batch_sizes)
+    batches = sorted(args.batch_sizes)
     if args.model.endswith(".om"):
         args.tool = args.tool or ("msame" if "{N}" in args.model else "ais_bench")
     elif not args.model.endswith(".onnx"):

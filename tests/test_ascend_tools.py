@@ -267,7 +267,7 @@ def test_dynamic_batch_errors_the_tools_report(dynamic_om, tmp_path):
     vectors = vectors_of(tmp_path / "v4", 4)
     ignored = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o2"),
                          "--dymBatch", "4", env=env_with(MSAME_DOUBLE_IGNORE_DYMBATCH="1"), check=False)
-    line = assert_clean_error(ignored, "msame failed on device(s) 0", "3 outputs with the wrong number of images",
+    assert_clean_error(ignored, "msame failed on device(s) 0", "3 outputs with the wrong number of images",
                               "0_output_0.bin: 64 images for 4 input rows")
     (run,) = [p for p in (tmp_path / "o2").iterdir() if not p.name.startswith(".")]
     assert not list(run.iterdir()) and json.loads((tmp_path / "o2" / f".{run.name}.manifest.json").read_text())["status"] == "failed"

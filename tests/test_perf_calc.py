@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import assert_clean_error, run_script
-from perf_calc import parse_log, throughput
+from perf_calc import throughput
 
 GUIDE_MSAME = "Inference average time : {0} ms\nInference average time without first time: {0} ms\n"
 GUIDE_TRT7 = """[11/11/2021-13:11:22] [I] min: 0.048584 ms

@@ -94,7 +94,7 @@ def test_missing_parts_are_stated(pipeline_workdir, tmp_path):
     assert "(4 part(s) stated as missing)" in result.stdout
     markdown = (copy / "report.md").read_text()
     for missing in ("steps.tsv is missing", "eval.json is missing", "perf.json is missing", "no batch sweep in this workdir"):
-        assert f"**缺失 (missing)**: " in markdown and missing in markdown, missing
+        assert "**缺失 (missing)**: " in markdown and missing in markdown, missing
     assert_clean_error(run_script("GAN_report.py", "--workdir", str(tmp_path / "nowhere"), check=False), "no such workdir")
 
 
