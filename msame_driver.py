@@ -151,7 +151,10 @@ def card_summary(tool, logs, staging, batch):
 def start_tools(tool_command, args, model, shares, staging):
     """One tool process per device over its share (symlinked into its own input folder); {device: (process, log file)}."""
     # msame takes any --input containing ".bin" for a file: keep the symlink folders off such a path
-    links_root = Path(tempfile.mkdtemp(prefix="gan_msame_inputs_")) if ".bin" in str(staging) else staging
+    links_root = Path(tempfile.mkdtemp(prefix="gan_msame_inputs_", dir=None)) if ".bin" in str(staging) else staging
+    if links_root != staging:
+        (staging / "inputs_are_in").parent.mkdir(parents=True, exist_ok=True)
+        (staging / "inputs_are_in").symlink_to(links_root)  # removed with the staging folder, see stop()
     driver_pid = os.getpid()
     processes = {}
     for device, share in shares.items():
@@ -175,6 +178,14 @@ def measurement_flags(args):
     if args.tool == "ais_bench":
         return ["--warmup_count", str(args.warmup), "--loop", str(args.loop)]
     return []
+
+
+def remove_staging(staging):
+    """The staging folder of a successful run, and the symlink folder outside it where there was one."""
+    outside = staging / "inputs_are_in"
+    if outside.is_symlink():
+        shutil.rmtree(outside.resolve(), ignore_errors=True)
+    shutil.rmtree(staging)
 
 
 def stop(processes):
@@ -266,7 +277,7 @@ def main(args):
                      "[INFO] Execute sample success (every device's log and output checked)"]
         log_path = beside_run(run.dir, ".log")
         write_bytes_atomic(log_path, ("\n".join(combined) + "\n").encode())
-    shutil.rmtree(staging)
+    remove_staging(staging)
     print("\n".join(combined))
     print(f"[INFO] log kept in {log_path}")
     return 0

@@ -136,8 +136,8 @@ class Runner:
         else:
             self.session = onnx_session(content, 1, name=model_path)  # for the signature, and the probe's shape
             self._check_signature()
-            if probe is None:
-                probe = np.zeros((self.fixed_batch or 1, self.features), np.float32)
+            probe = np.zeros((self.fixed_batch or 1, self.features), np.float32) if probe is None else \
+                np.asarray(probe, np.float32).reshape(-1, self.features)
             self.threads, self.session, self.thread_probe = choose_threads(content, probe, candidates, name=model_path)
         self._check_signature()
         outputs = self.session.get_outputs()
@@ -226,10 +226,9 @@ def _worker(sender, model_path, threads, files, run_dir, outfmt, loop, warmup, w
         sys.exit(128 + err.signum)  # temporary files are gone; the runner reports the interruption
 
 
-def _probe(path, features=None):
-    """The first input file's batch, for the thread measurement (its row size from the file is checked later)."""
-    data = np.frombuffer(read_bytes(path, "input file"), dtype=np.float32)
-    return data.reshape(-1, features) if features else data
+def _probe(path):
+    """The first input file's values, for the thread measurement (the Runner shapes them to the model's rows)."""
+    return np.frombuffer(read_bytes(path, "input file"), dtype=np.float32)
 
 
 def run_workers(model_path, threads, shares, run_dir, outfmt, loop, warmup):

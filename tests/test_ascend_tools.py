@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,3 +272,14 @@ def test_dynamic_batch_errors_the_tools_report(dynamic_om, tmp_path):
                               "0_output_0.bin: 64 images for 4 input rows")
     (run,) = [p for p in (tmp_path / "o2").iterdir() if not p.name.startswith(".")]
     assert not list(run.iterdir()) and json.loads((tmp_path / "o2" / f".{run.name}.manifest.json").read_text())["status"] == "failed"
+
+
+def test_output_path_holding_bin_keeps_msame_in_folder_mode(om_bs4, testdata, tmp_path):
+    import tempfile
+
+    _, vectors = testdata
+    before = set(Path(tempfile.gettempdir()).glob("gan_msame_inputs_*"))
+    out = tmp_path / "a.binaries" / "out"
+    result = msame_run(om_bs4, vectors, out)
+    assert result.returncode == 0 and "[INFO] 3 outputs for 3 inputs" in result.stdout, result.stdout + result.stderr
+    assert set(Path(tempfile.gettempdir()).glob("gan_msame_inputs_*")) == before, "the symlink folder outside is removed"

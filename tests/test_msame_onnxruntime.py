@@ -183,3 +183,10 @@ def test_thread_count_is_measured_or_fixed(onnx_model, testdata, tmp_path):
     fixed = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "b"),
                        "--threads", "1")
     assert "[INFO] threads per worker: 1 (fixed)" in fixed.stdout
+
+
+def test_thread_probe_takes_a_file_s_flat_values(onnx_model):
+    from msame_onnxruntime import Runner
+
+    runner = Runner(onnx_model, 0, probe=latent(3).ravel())  # as a card-run worker passes its first file
+    assert runner.threads >= 1 and (runner.thread_probe or runner.threads == 1)
