@@ -147,7 +147,7 @@ def main(args):
         time.sleep(0.2)
         for engine, model in models.items():
             # The runner's default (threads measured at start-up on this batch) against every fixed choice.
-            auto = Runner(Path(model), 0, probe=z)
+            auto = Runner(Path(model)).measure_threads(z)
             fixed = {t: Runner(Path(model), t) for t in thread_candidates()}
             timed = time_each({"auto": lambda r=auto: r.execute(z), **{t: (lambda r=r: r.execute(z)) for t, r in fixed.items()}},
                               args.rounds, args.round_seconds)

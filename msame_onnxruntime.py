@@ -65,14 +65,15 @@ def thread_candidates(workers=1):
     return sorted({1, most} | {2 ** k for k in range(1, most.bit_length()) if 2 ** k < most})
 
 
-def choose_threads(model_bytes, batch, candidates, cycles=3, block_ms=5.0, name=None):
+def choose_threads(model_bytes, batch, candidates, cycles=3, block_ms=5.0, name=None, ready=None):
     """(threads, session, {threads: ms per call}): each candidate's session timed on `batch`, the fastest kept.
+    `ready` holds sessions already made ({threads: session}), which are timed rather than made again.
 
     Each candidate runs in contiguous blocks, cycling through the candidates `cycles` times; a block starts
     with 5 untimed calls (a session is slow for 2-3 calls after another one ran: its pool's threads and its
     weights have to come back), and a candidate's figure is its best block, robust to a noisy neighbour.
     Nothing is cached: the choice is remade at every start, on this machine and this batch size."""
-    sessions = {t: onnx_session(model_bytes, t, name=name) for t in candidates}
+    sessions = {t: (ready or {}).get(t) or onnx_session(model_bytes, t, name=name) for t in candidates}
     feed = {sessions[candidates[0]].get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
     best_block = {t: float("inf") for t in candidates}
     calls = {}
@@ -122,32 +123,34 @@ def input_stem(path):
 class Runner:
     """One ONNX Runtime session that runs input files and times only the model execution.
 
-    threads=0 chooses the intra-op thread count by measurement on `probe` (a batch); the timings are kept
-    in self.thread_probe for the log."""
+    It opens with `threads` intra-op threads; measure_threads() then times every candidate count on a batch
+    and keeps the fastest (its timings are kept in self.thread_probe for the log)."""
 
-    def __init__(self, model_path, threads=0, probe=None, workers=1):
+    def __init__(self, model_path, threads=1):
         self.model_path = model_path
-        content = read_bytes(model_path, "ONNX model")
-        candidates = thread_candidates(workers)
-        self.thread_probe = {}
-        if threads or len(candidates) == 1:
-            self.threads = threads or 1
-            self.session = onnx_session(content, self.threads, name=model_path)
-        else:
-            self.session = onnx_session(content, 1, name=model_path)  # for the signature, and the probe's shape
-            self._check_signature()
-            probe = np.zeros((self.fixed_batch or 1, self.features), np.float32) if probe is None else \
-                np.asarray(probe, np.float32).reshape(-1, self.features)
-            self.threads, self.session, self.thread_probe = choose_threads(content, probe, candidates, name=model_path)
-        self._check_signature()
-        outputs = self.session.get_outputs()
+        self._content = read_bytes(model_path, "ONNX model")
+        self.threads, self.thread_probe = threads, {}
+        self._use(onnx_session(self._content, threads, name=model_path))
+
+    def _use(self, session):
+        self.session = session
+        self.input_name, self.features, self.fixed_batch = model_signature(session, self.model_path)
+        outputs = session.get_outputs()
         self.output_names = [o.name for o in outputs]
         self._output_dtypes = [np.float16 if "float16" in o.type else np.float32 for o in outputs]
         self._output_shapes = [o.shape for o in outputs]
         self._bindings = {}  # rows -> (io binding, output arrays): no allocation per call
 
-    def _check_signature(self):
-        self.input_name, self.features, self.fixed_batch = model_signature(self.session, self.model_path)
+    def measure_threads(self, batch, workers=1):
+        """Choose the thread count by timing each candidate on `batch` (a file's values, shaped here to the model's
+        rows); with one candidate (a worker per core) there is nothing to choose."""
+        candidates = thread_candidates(workers)
+        if len(candidates) > 1:
+            batch = np.asarray(batch, np.float32).reshape(-1, self.features)
+            self.threads, session, self.thread_probe = choose_threads(self._content, batch, candidates, name=self.model_path,
+                                                                      ready={self.threads: self.session})
+            self._use(session)
+        return self
 
     def describe_threads(self):
         if not self.thread_probe:
@@ -214,7 +217,9 @@ def _worker(sender, model_path, threads, files, run_dir, outfmt, loop, warmup, w
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the whole process group; the runner handles it
     try:
         files = [Path(f) for f in files]
-        runner = Runner(Path(model_path), threads, probe=_probe(files[0]), workers=workers)
+        runner = Runner(Path(model_path), threads or 1)
+        if not threads:
+            runner.measure_threads(runner.read_batch(files[0]), workers)
         times, nonfinite = runner.run_files(files, Path(run_dir), outfmt, loop, warmup, parent_pid=parent_pid)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # every output is written: nothing left to clean up
         sender.send(("ok", (times, nonfinite, runner.describe_threads())))
@@ -224,11 +229,6 @@ def _worker(sender, model_path, threads, files, run_dir, outfmt, loop, warmup, w
         sender.send(("error", describe_os_error(err)))
     except Interrupted as err:
         sys.exit(128 + err.signum)  # temporary files are gone; the runner reports the interruption
-
-
-def _probe(path):
-    """The first input file's values, for the thread measurement (the Runner shapes them to the model's rows)."""
-    return np.frombuffer(read_bytes(path, "input file"), dtype=np.float32)
 
 
 def run_workers(model_path, threads, shares, run_dir, outfmt, loop, warmup):
@@ -300,10 +300,10 @@ def main(args):
         if other is not path:
             raise InputError(f"{path}: gives the same output name as {other.name} ({input_stem(path)}_output_0): rename one")
     devices = args.device if file_mode else active_devices(args.device, len(files))
-    runner = Runner(model_path, 1)  # the model and its signature, checked before anything is written
+    runner = Runner(model_path, args.threads or 1)  # the model and its signature, checked before anything is written
     rows = [check_input(p, runner.features, runner.fixed_batch) for p in files]
-    if len(devices) == 1 and args.threads != 1:  # the session that runs: --threads, or chosen on the first batch
-        runner = Runner(model_path, args.threads, probe=runner.read_batch(files[0]))
+    if len(devices) == 1 and not args.threads:  # the workers of a card run measure for themselves
+        runner.measure_threads(runner.read_batch(files[0]))
     batch_sizes = sorted(set(rows))
     stem = model_path.stem if file_mode else None
     expected = [n for p in files for n in output_names(stem or input_stem(p), len(runner.output_names), args.outfmt)]

@@ -188,5 +188,5 @@ def test_thread_count_is_measured_or_fixed(onnx_model, testdata, tmp_path):
 def test_thread_probe_takes_a_file_s_flat_values(onnx_model):
     from msame_onnxruntime import Runner
 
-    runner = Runner(onnx_model, 0, probe=latent(3).ravel())  # as a card-run worker passes its first file
+    runner = Runner(onnx_model).measure_threads(latent(3).ravel())  # a file's flat values
     assert runner.threads >= 1 and (runner.thread_probe or runner.threads == 1)

@@ -69,7 +69,7 @@ def test_int8_model_is_a_second_file_close_to_pytorch(checkpoint, testdata, tmp_
     cosines = [float(line.rsplit("cosine ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("int8 batch")]
     assert len(cosines) == 3 and min(cosines) >= 0.999
     for model in (int8, path):  # the thread count is measured, not guessed from the model type
-        runner = Runner(model, 0, probe=np.zeros((64, 100), np.float32))
+        runner = Runner(model).measure_threads(np.zeros((64, 100), np.float32))
         assert runner.threads == min(runner.thread_probe, key=runner.thread_probe.get) if runner.thread_probe else runner.threads == 1
     images, vectors = testdata
     run_script("run_msame.sh", "--model", str(int8), "--input", str(vectors), "--output", str(tmp_path / "out"))
