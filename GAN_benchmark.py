@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_cli import batch_sizes, non_negative_float, positive_int, refuse_overlap, run_main
-from gan_io import ensure_dir, latent_batch, write_bytes_atomic
+from gan_cli import batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
+from gan_io import latent_batch, write_bytes_atomic
 from models import load_generator
 from gan_perf import cpu_name
 from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates

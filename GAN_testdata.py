@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from gan_cli import InputError, available_memory, check_output_file, non_negative_int, positive_int, progress, refuse_overlap, run_main, short_list
-from gan_io import (IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, ensure_dir, latent_batch, numbered_files, save_grid,
+from gan_cli import (InputError, available_memory, check_output_file, ensure_dir, non_negative_int, positive_int, progress,
+                     refuse_overlap, run_main, short_list)
+from gan_io import (IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid,
                     save_json, write_bin)
 from models import load_generator
 

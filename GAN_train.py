@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan_cli import InputError, check_output_file, positive_int, progress, refuse_overlap, run_main
-from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, ensure_dir, latent_batch, save_grid
+from gan_cli import InputError, check_output_file, ensure_dir, positive_int, progress, refuse_overlap, run_main
+from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, latent_batch, save_grid
 from models import Generator, extract_state_dict, load_checkpoint
 
 

@@ -11,8 +11,8 @@ stale batches. Needs numpy and Pillow only.
 import argparse
 import time
 
-from gan_cli import InputError, progress, refuse_overlap, run_main, short_list
-from gan_io import ensure_dir, numbered_files, read_output, save_grid
+from gan_cli import InputError, ensure_dir, progress, refuse_overlap, run_main, short_list
+from gan_io import numbered_files, read_output, save_grid
 from gan_runs import open_run
 
 

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from gan_cli import InputError, batch_sizes, refuse_overlap, run_main
-from gan_io import ensure_dir, read_bytes, write_bytes_atomic
+from gan_cli import InputError, batch_sizes, ensure_dir, refuse_overlap, run_main
+from gan_io import read_bytes, write_bytes_atomic
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype", "allow_mix_precision", "force_fp32")
 

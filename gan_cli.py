@@ -236,18 +236,26 @@ def _same_file(a, b):
         return False
 
 
+def ensure_dir(path, what="output folder"):
+    """Create a folder (with parents) and check that we can write into it; one clear error if not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{path}: cannot create {what}: {err.strerror}") from None
+    if not path.is_dir():
+        raise InputError(f"{path}: {what} exists and is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: {what} is not writable")
+    return path
+
+
 def check_output_file(path, flag):
     """An output file path must not be a folder; its folder is created if missing. Checked before any work."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: {flag} is a folder; expected a file path")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{parent}: cannot create the folder for {flag}: {err.strerror}") from None
-    if not parent.is_dir():
-        raise InputError(f"{parent}: the folder of {flag} {path} is not a folder")
+    ensure_dir(path.parent, f"the folder of {flag}")
     return path
 
 

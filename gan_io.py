@@ -89,20 +89,6 @@ def save_json(path, result):
     write_bytes_atomic(path, (json.dumps(result, indent=1, default=str) + "\n").encode())
 
 
-def ensure_dir(path, what="output folder"):
-    """Create a folder (with parents) and check that we can write into it; one clear error if not."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{path}: cannot create {what}: {err.strerror}") from None
-    if not path.is_dir():
-        raise InputError(f"{path}: {what} exists and is not a folder")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: {what} is not writable")
-    return path
-
-
 def read_bytes(path, what="file"):
     try:
         return Path(path).read_bytes()

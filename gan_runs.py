@@ -23,8 +23,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from gan_cli import InputError, pid_alive
-from gan_io import count_rows, ensure_dir, write_bytes_atomic
+from gan_cli import InputError, ensure_dir, pid_alive
+from gan_io import count_rows, write_bytes_atomic
 
 MANIFEST_FORMAT = "gan-offline-run/1"
 # <i>_output_0.txt (msame folder mode) or <i>_0.bin (ais_bench): the batch index is the whole leading number.

@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from gan_cli import InputError, batch_sizes, non_negative_int, positive_int, progress, refuse_overlap, run_main
-from gan_io import atomic_path, ensure_dir, latent_batch, write_bin, write_bytes_atomic
+from gan_cli import InputError, batch_sizes, ensure_dir, non_negative_int, positive_int, progress, refuse_overlap, run_main
+from gan_io import atomic_path, latent_batch, write_bin, write_bytes_atomic
 from gan_perf import REFERENCE_SERIES, cpu_name
 from gan_runs import atc_record
 from perf_calc import throughput
