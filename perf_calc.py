@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from gan_cli import InputError, check_output_file, refuse_overlap, run_main
-from gan_perf import parse_stats
+from gan_perf import latency_stats, parse_stats
 
 KNOWN_FORMATS = ("msame (folder or file mode)", "ais_bench / ais_infer (printed summary or summary JSON)",
                  "trtexec 7.x or 8.x-10.x", "this project's ONNX Runtime runner (msame_onnxruntime.py)")
@@ -143,19 +143,14 @@ def _parse_msame_like(path, text, tool):
     else:
         calls = [float(v) for v in PER_CALL.findall(text)]
         if len(calls) >= 2:  # msame's per-call lines are a distribution too (6 significant digits)
-            result.update(_spread(_numpy_stats(calls)), distribution=f"{len(calls)} per-call 'Inference time' lines")
+            stats = latency_stats(calls)
+            result.update(p50_ms=stats["median"], p99_ms=stats["percentile(99%)"],
+                          distribution=f"{len(calls)} per-call 'Inference time' lines")
     if tool == "onnxruntime":
         match = RUNNER_BATCH.search(text)
         if match:
             result["batch_size"], result["chips"] = int(match.group(1)), int(match.group(2))
     return result
-
-
-def _numpy_stats(calls):
-    from gan_perf import latency_stats
-
-    stats = latency_stats(calls)
-    return {"median": stats["median"], "p99": stats["percentile(99%)"]}
 
 
 def _parse_ais_text(path, text):
