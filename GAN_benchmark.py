@@ -15,6 +15,7 @@ The ONNX Runtime engines run as the runner runs them by default: the thread coun
 at start-up on that batch. Beside it, every fixed thread count is timed the same way (one pass forward and
 one backward, the better kept), so the table shows what the default chose against the best fixed choice.
 """
+
 import argparse
 import json
 import os
@@ -30,8 +31,8 @@ import torch
 
 from gan_cli import batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import latent_batch, write_bytes_atomic
-from models import load_generator
 from gan_perf import cpu_name
+from models import load_generator
 from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
 from perf_calc import throughput
 
@@ -85,7 +86,7 @@ def matmul_peak_gflops(rounds, round_seconds, n=2048):
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     rates = {}
     for name, call in (("torch", lambda: torch.mm(ta, tb)), ("numpy", lambda: a @ b)):
-        rates[name] = 2 * n ** 3 / (time_rounds(call, rounds, round_seconds) / 1000) / 1e9
+        rates[name] = 2 * n**3 / (time_rounds(call, rounds, round_seconds) / 1000) / 1e9
     return max(rates.values()), rates
 
 
@@ -103,16 +104,20 @@ def txt_io_ms(rounds, round_seconds, rows=64):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "0_output_0.txt"
         path.write_text(format_msame_txt(images))
-        return {"write_ours": time_rounds(lambda: format_msame_txt(images), rounds, round_seconds),
-                "write_np_savetxt": time_rounds(savetxt, rounds, round_seconds),
-                "read_ours": time_rounds(lambda: parse_txt(path, 784), rounds, round_seconds),
-                "read_np_loadtxt": time_rounds(lambda: np.loadtxt(path, dtype=np.float32), rounds, round_seconds)}
+        return {
+            "write_ours": time_rounds(lambda: format_msame_txt(images), rounds, round_seconds),
+            "write_np_savetxt": time_rounds(savetxt, rounds, round_seconds),
+            "read_ours": time_rounds(lambda: parse_txt(path, 784), rounds, round_seconds),
+            "read_np_loadtxt": time_rounds(lambda: np.loadtxt(path, dtype=np.float32), rounds, round_seconds),
+        }
 
 
 def write_runner_log(path, model_name, batch, latency_ms, engine, threads):
     """A log in the ONNX Runtime runner's format, which perf_calc.py reads."""
-    text = (f"{RUNNER_MARKER}\n[INFO] model {model_name}, batch size {batch}, benchmark of {engine}, 1 worker(s) x "
-            f"{threads} thread(s)\nInference average time : {latency_ms:.6f} ms\n")
+    text = (
+        f"{RUNNER_MARKER}\n[INFO] model {model_name}, batch size {batch}, benchmark of {engine}, 1 worker(s) x "
+        f"{threads} thread(s)\nInference average time : {latency_ms:.6f} ms\n"
+    )
     write_bytes_atomic(path, text.encode())
 
 
@@ -137,7 +142,7 @@ def main(args):
         z = latent_batch(0, 0, batch)
         tz = torch.from_numpy(z)
 
-        def eager():
+        def eager(tz=tz):
             with torch.inference_mode():
                 generator(tz)
 
@@ -149,48 +154,93 @@ def main(args):
             # The runner's default (threads measured at start-up on this batch) against every fixed choice.
             auto = Runner(Path(model)).measure_threads(z)
             fixed = {t: Runner(Path(model), t) for t in thread_candidates()}
-            timed = time_each({"auto": lambda r=auto: r.execute(z), **{t: (lambda r=r: r.execute(z)) for t, r in fixed.items()}},
-                              args.rounds, args.round_seconds)
+            timed = time_each(
+                {"auto": lambda r=auto, z=z: r.execute(z), **{t: (lambda r=r, z=z: r.execute(z)) for t, r in fixed.items()}},
+                args.rounds,
+                args.round_seconds,
+            )
             best = min(fixed, key=lambda t: timed[t])
-            thread_rows.append({"engine": engine, "batch_size": batch, "default_threads": auto.threads, "default_ms": timed["auto"],
-                                "fixed_ms": {str(t): timed[t] for t in fixed}, "best_fixed_threads": best,
-                                "best_fixed_ms": timed[best], "default_over_best": timed["auto"] / timed[best]})
+            thread_rows.append(
+                {
+                    "engine": engine,
+                    "batch_size": batch,
+                    "default_threads": auto.threads,
+                    "default_ms": timed["auto"],
+                    "fixed_ms": {str(t): timed[t] for t in fixed},
+                    "best_fixed_threads": best,
+                    "best_fixed_ms": timed[best],
+                    "default_over_best": timed["auto"] / timed[best],
+                }
+            )
             latencies[engine] = (timed["auto"], auto.threads, Path(model).name)
         for engine, (latency, engine_threads, model_name) in latencies.items():
             log = log_dir / f"{engine}_bs{batch}.log"
             write_runner_log(log, model_name, batch, latency, engine, engine_threads)
             figure = throughput(log)
-            rows.append({"engine": engine, "batch_size": batch, "latency_ms": figure["latency_ms"], "fps": figure["fps"],
-                         "share_of_limit": figure["fps"] / limit, "threads": engine_threads, "log": str(log)})
+            rows.append(
+                {
+                    "engine": engine,
+                    "batch_size": batch,
+                    "latency_ms": figure["latency_ms"],
+                    "fps": figure["fps"],
+                    "share_of_limit": figure["fps"] / limit,
+                    "threads": engine_threads,
+                    "log": str(log),
+                }
+            )
     engines = ["pytorch_eager", *models]
     fps = {(r["engine"], r["batch_size"]): r["fps"] for r in rows}
     ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
-               "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
+    machine = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+    }
     txt = txt_io_ms(args.rounds, args.round_seconds)
-    result = {"machine": machine, "txt_io_ms_per_batch_of_64": txt, "matmul_peak_gflops": peak, "matmul_gflops_by_library": peak_by_lib,
-              "model_mflops_per_image": MODEL_FLOPS / 1e6, "limit_images_per_s": limit, "rows": rows, "threads": thread_rows,
-              "ratio_to_pytorch": {str(b): r for b, r in ratios.items()}}
+    result = {
+        "machine": machine,
+        "txt_io_ms_per_batch_of_64": txt,
+        "matmul_peak_gflops": peak,
+        "matmul_gflops_by_library": peak_by_lib,
+        "model_mflops_per_image": MODEL_FLOPS / 1e6,
+        "limit_images_per_s": limit,
+        "rows": rows,
+        "threads": thread_rows,
+        "ratio_to_pytorch": {str(b): r for b, r in ratios.items()},
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({threads} threads), "
-          f"onnxruntime {machine['onnxruntime']}")
-    print(f"limit: fp32 matmul {peak:.1f} GFLOP/s (torch {peak_by_lib['torch']:.1f}, numpy {peak_by_lib['numpy']:.1f}) / "
-          f"{MODEL_FLOPS / 1e6:.3f} MFLOP per image = {limit:,.0f} images/s")
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({threads} threads), "
+        f"onnxruntime {machine['onnxruntime']}"
+    )
+    print(
+        f"limit: fp32 matmul {peak:.1f} GFLOP/s (torch {peak_by_lib['torch']:.1f}, numpy {peak_by_lib['numpy']:.1f}) / "
+        f"{MODEL_FLOPS / 1e6:.3f} MFLOP per image = {limit:,.0f} images/s"
+    )
     print(f"{'engine':<18} {'batch':>5} {'latency_ms':>11} {'images/s':>12} {'x pytorch':>9} {'of limit':>9}")
     for row in rows:
         ratio = fps[(row["engine"], row["batch_size"])] / fps[("pytorch_eager", row["batch_size"])]
-        print(f"{row['engine']:<18} {row['batch_size']:>5} {row['latency_ms']:>11.4f} {row['fps']:>12,.0f} {ratio:>9.2f} "
-              f"{row['share_of_limit']:>9.1%}")
+        print(
+            f"{row['engine']:<18} {row['batch_size']:>5} {row['latency_ms']:>11.4f} {row['fps']:>12,.0f} {ratio:>9.2f} "
+            f"{row['share_of_limit']:>9.1%}"
+        )
     print(f"{'thread choice':<18} {'batch':>5} {'default':>14} {'best fixed':>14} {'default/best':>12}  every fixed choice")
     for row in thread_rows:
-        print(f"{row['engine']:<18} {row['batch_size']:>5} {row['default_ms']:>8.4f} ms x{row['default_threads']:<2} "
-              f"{row['best_fixed_ms']:>8.4f} ms x{row['best_fixed_threads']:<2} {row['default_over_best']:>12.3f}  "
-              + ", ".join(f"{t}: {ms:.4f} ms" for t, ms in row["fixed_ms"].items()))
-    print(f"msame TXT, one batch of 64: write {txt['write_ours']:.2f} ms (np.savetxt {txt['write_np_savetxt']:.2f} ms, "
-          f"x{txt['write_np_savetxt'] / txt['write_ours']:.2f}), read {txt['read_ours']:.2f} ms "
-          f"(np.loadtxt {txt['read_np_loadtxt']:.2f} ms, x{txt['read_np_loadtxt'] / txt['read_ours']:.2f})")
+        print(
+            f"{row['engine']:<18} {row['batch_size']:>5} {row['default_ms']:>8.4f} ms x{row['default_threads']:<2} "
+            f"{row['best_fixed_ms']:>8.4f} ms x{row['best_fixed_threads']:<2} {row['default_over_best']:>12.3f}  "
+            + ", ".join(f"{t}: {ms:.4f} ms" for t, ms in row["fixed_ms"].items())
+        )
+    print(
+        f"msame TXT, one batch of 64: write {txt['write_ours']:.2f} ms (np.savetxt {txt['write_np_savetxt']:.2f} ms, "
+        f"x{txt['write_np_savetxt'] / txt['write_ours']:.2f}), read {txt['read_ours']:.2f} ms "
+        f"(np.loadtxt {txt['read_np_loadtxt']:.2f} ms, x{txt['read_np_loadtxt'] / txt['read_ours']:.2f})"
+    )
     print(f"(latency: median of {args.rounds} rounds of the mean time per call; images/s by perf_calc.py from the logs in {log_dir}/)")
     return 0
 

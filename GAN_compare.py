@@ -14,6 +14,7 @@ against another, for example an NPU run against the ONNX Runtime run, or the fp1
 Also saves a picture of the first batch:
 reference | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
 """
+
 import argparse
 import os
 import sys
@@ -41,14 +42,21 @@ TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs erro
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--online_path", default="images",
-                        help="the reference: folder of the online outputs <i>.bin, or another offline run (default: images)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2]
+    )
+    parser.add_argument(
+        "--online_path",
+        default="images",
+        help="the reference: folder of the online outputs <i>.bin, or another offline run (default: images)",
+    )
     parser.add_argument("--offline_path", default="out", help="offline output root or run folder (default: out)")
     parser.add_argument("--tolerance", choices=sorted(TOLERANCES), default="fp32", help="tolerance preset (default: fp32)")
-    parser.add_argument("--diff_image", default="compare_first_batch.png",
-                        help="picture of the first batch: reference | offline | difference (default: compare_first_batch.png)")
+    parser.add_argument(
+        "--diff_image",
+        default="compare_first_batch.png",
+        help="picture of the first batch: reference | offline | difference (default: compare_first_batch.png)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the overall line and the verdict")
     parser.add_argument("--save_json", default=None, help="also save the figures and the verdict as JSON here (GAN_report.py reads it)")
     return parser
@@ -132,8 +140,15 @@ def main(args):
         # elementwise sums, not BLAS dot products: a BLAS thread pool costs more than it saves at this size
         b_dot, b_on, b_off = float((online * offline).sum()), float((online * online).sum()), float((offline * offline).sum())
         b_max = float(diff.max())
-        batches.append({"batch": i, "images": online.size // IMG_SIZE, "max_abs": b_max, "mean_abs": float(diff.mean()),
-                        "cosine": cosine_of(b_dot, b_on, b_off)})
+        batches.append(
+            {
+                "batch": i,
+                "images": online.size // IMG_SIZE,
+                "max_abs": b_max,
+                "mean_abs": float(diff.mean()),
+                "cosine": cosine_of(b_dot, b_on, b_off),
+            }
+        )
         if not args.quiet:
             print(f"{i:>6} {online.size // IMG_SIZE:>6} {b_max:>10.3e} {diff.mean():>10.3e} {cosine_of(b_dot, b_on, b_off):>10.7f}")
         worst, abs_sum, count = max(worst, b_max), abs_sum + float(diff.sum()), count + diff.size
@@ -143,18 +158,29 @@ def main(args):
             picture_note = f"; batch {i} pictured in {args.diff_image} (difference magnified x{factor:.3g})"
     cosine = cosine_of(dot, norm_on, norm_off)
     mean_abs = abs_sum / count
-    print(f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {mean_abs:.3e}, "
-          f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)")
+    print(
+        f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {mean_abs:.3e}, "
+        f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)"
+    )
     passed = worst <= max_abs_limit and cosine >= cosine_limit and (mean_abs_limit is None or mean_abs <= mean_abs_limit)
     limits = f"max_abs <= {max_abs_limit:g}" + (f", mean_abs <= {mean_abs_limit:g}" if mean_abs_limit else "")
-    print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({limits}, cosine >= {cosine_limit:g})"
-          + picture_note)
+    print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({limits}, cosine >= {cosine_limit:g})" + picture_note)
     if args.save_json:
-        save_json(args.save_json, {
-            "reference": str(args.online_path), "reference_read": reference_note, "offline": str(run_dir), "offline_read": run.note,
-            "tolerance": args.tolerance, "limits": {"max_abs": max_abs_limit, "mean_abs": mean_abs_limit, "cosine": cosine_limit},
-            "overall": {"batches": len(pairs), "images": count // IMG_SIZE, "max_abs": worst, "mean_abs": mean_abs, "cosine": cosine},
-            "verdict": "PASS" if passed else "FAIL", "diff_image": args.diff_image or None, "batches": batches})
+        save_json(
+            args.save_json,
+            {
+                "reference": str(args.online_path),
+                "reference_read": reference_note,
+                "offline": str(run_dir),
+                "offline_read": run.note,
+                "tolerance": args.tolerance,
+                "limits": {"max_abs": max_abs_limit, "mean_abs": mean_abs_limit, "cosine": cosine_limit},
+                "overall": {"batches": len(pairs), "images": count // IMG_SIZE, "max_abs": worst, "mean_abs": mean_abs, "cosine": cosine},
+                "verdict": "PASS" if passed else "FAIL",
+                "diff_image": args.diff_image or None,
+                "batches": batches,
+            },
+        )
     return 0 if passed else 1
 
 

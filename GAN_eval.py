@@ -15,6 +15,7 @@ bundled). Scoring runs the classifier on ONNX Runtime and needs no torch.
 trains the classifier (torch), reports its test accuracy and writes weights/mnist_classifier.onnx and
 weights/mnist_test_stats.npz.
 """
+
 import argparse
 import json
 import sys
@@ -34,10 +35,15 @@ TARGETS = {"confidence": 0.90, "inception_score": 8.0, "min_digit_share": 0.05}
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--images_path", action="append", default=[],
-                        help="online folder (<i>.bin) or offline output root / run folder; repeat to score several")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
+    parser.add_argument(
+        "--images_path",
+        action="append",
+        default=[],
+        help="online folder (<i>.bin) or offline output root / run folder; repeat to score several",
+    )
     parser.add_argument("--real_mnist", default=None, help="score real MNIST training images from this data root (reference row)")
     parser.add_argument("--real_samples", type=positive_int, default=6400, help="real images scored with --real_mnist")
     parser.add_argument("--classifier", default=str(CLASSIFIER), help="classifier ONNX (outputs logits and features)")
@@ -72,8 +78,10 @@ class DigitScorer:
         self.session = onnx_session(classifier, what="classifier ONNX model")
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != (["image"], ["logits", "features"]):
-            raise InputError(f"{classifier}: not the digit classifier of GAN_eval.py (expected input 'image', outputs "
-                             f"'logits' and 'features'; found {names[0]} and {names[1]})")
+            raise InputError(
+                f"{classifier}: not the digit classifier of GAN_eval.py (expected input 'image', outputs "
+                f"'logits' and 'features'; found {names[0]} and {names[1]})"
+            )
         self.feature_size = self.session.get_outputs()[1].shape[-1]
         self.ref_mu, self.ref_cov = self._reference(reference_stats)
 
@@ -83,8 +91,10 @@ class DigitScorer:
             with np.load(path, allow_pickle=False) as stats:
                 mu, cov = stats["mu"].astype(np.float64), stats["cov"].astype(np.float64)
         except Exception as err:  # noqa: BLE001 - np.load fails in many ways (zip, pickle refused, missing key)
-            raise InputError(f"{path}: not the reference statistics of GAN_eval.py (an .npz with arrays mu and cov): "
-                             f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}") from None
+            raise InputError(
+                f"{path}: not the reference statistics of GAN_eval.py (an .npz with arrays mu and cov): "
+                f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+            ) from None
         size = self.feature_size if isinstance(self.feature_size, int) else len(mu)
         if mu.shape != (size,) or cov.shape != (size, size) or not (np.isfinite(mu).all() and np.isfinite(cov).all()):
             raise InputError(f"{path}: expected finite mu ({size},) and cov ({size}, {size}), found {mu.shape} and {cov.shape}")
@@ -104,7 +114,7 @@ class DigitScorer:
         feat_sum, feat_outer = 0.0, 0.0
         for images in batches:
             for start in range(0, len(images), 512):
-                probs, feats = self.features(images[start:start + 512])
+                probs, feats = self.features(images[start : start + 512])
                 if not (np.isfinite(probs).all() and np.isfinite(feats).all()):
                     raise InputError("the classifier's outputs are not finite (NaN or Inf): its weights are broken")
                 count += len(probs)
@@ -121,9 +131,14 @@ class DigitScorer:
         mu = feat_sum / count
         cov = (feat_outer - count * np.outer(mu, mu)) / (count - 1)
         shares = votes / count
-        return {"images": count, "confidence": round(top_sum / count, 4), "inception_score": round(float(np.exp(mean_kl)), 3),
-                "fid": round(frechet_distance(mu, cov, self.ref_mu, self.ref_cov), 3),
-                "min_digit_share": round(float(shares.min()), 4), "digit_shares": [round(float(s), 4) for s in shares]}
+        return {
+            "images": count,
+            "confidence": round(top_sum / count, 4),
+            "inception_score": round(float(np.exp(mean_kl)), 3),
+            "fid": round(frechet_distance(mu, cov, self.ref_mu, self.ref_cov), 3),
+            "min_digit_share": round(float(shares.min()), 4),
+            "digit_shares": [round(float(s), 4) for s in shares],
+        }
 
 
 def generated_batches(path):
@@ -141,7 +156,7 @@ def read_idx_images(path):
     data = read_bytes(path, "MNIST idx3 image file")
     if len(data) < 16 or int.from_bytes(data[:4], "big") != 2051:
         raise InputError(f"{path}: not an MNIST idx3 image file (magic 2051)")
-    count, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
+    count, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
     if len(data) != 16 + count * rows * cols:
         raise InputError(f"{path}: {len(data)} bytes, expected {16 + count * rows * cols} for {count} images of {rows}x{cols}")
     return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
@@ -184,8 +199,9 @@ def train_classifier(args):
     class DigitClassifier(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+            self.conv = nn.Sequential(
+                nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()
+            )
             self.fc = nn.Sequential(nn.Dropout(0.25), nn.Linear(64 * 5 * 5, 128), nn.ReLU())
             self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, 10))
 
@@ -201,7 +217,7 @@ def train_classifier(args):
         model.train()
         order = torch.randperm(len(train_x))
         for start in range(0, len(train_x), 128):
-            idx = order[start:start + 128]
+            idx = order[start : start + 128]
             # random shifts of up to 2 pixels, so generated digits off-centre are still read
             images = torch.roll(train_x[idx], shifts=tuple(torch.randint(-2, 3, (2,)).tolist()), dims=(2, 3))
             loss = F.cross_entropy(model(images)[0], train_y[idx].long())
@@ -211,20 +227,31 @@ def train_classifier(args):
             schedule.step()
         model.eval()
         with torch.inference_mode():
-            correct = sum(int((model(test_x[s:s + 1000])[0].argmax(1) == test_y[s:s + 1000]).sum()) for s in range(0, len(test_x), 1000))
+            correct = sum(
+                int((model(test_x[s : s + 1000])[0].argmax(1) == test_y[s : s + 1000]).sum()) for s in range(0, len(test_x), 1000)
+            )
         print(f"epoch {epoch + 1}/{args.epochs}: test accuracy {correct / len(test_x):.4f} ({time.time() - started:.0f} s)", flush=True)
 
     with torch.no_grad(), atomic_path(classifier) as tmp:
-        torch.onnx.export(model, torch.zeros(1, 1, 28, 28), str(tmp), input_names=["image"], output_names=["logits", "features"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-                          opset_version=13, dynamo=False)
+        torch.onnx.export(
+            model,
+            torch.zeros(1, 1, 28, 28),
+            str(tmp),
+            input_names=["image"],
+            output_names=["logits", "features"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=13,
+            dynamo=False,
+        )
     with torch.inference_mode():
-        feats = torch.cat([model(test_x[s:s + 1000])[1] for s in range(0, len(test_x), 1000)]).double().numpy()
+        feats = torch.cat([model(test_x[s : s + 1000])[1] for s in range(0, len(test_x), 1000)]).double().numpy()
     with atomic_path(args.reference_stats) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, mu=feats.mean(axis=0), cov=np.cov(feats, rowvar=False), test_accuracy=correct / len(test_x))
-    print(f"wrote {classifier} ({classifier.stat().st_size / 1e6:.2f} MB, test accuracy {correct / len(test_x):.4f}) "
-          f"and {args.reference_stats}")
+    print(
+        f"wrote {classifier} ({classifier.stat().st_size / 1e6:.2f} MB, test accuracy {correct / len(test_x):.4f}) "
+        f"and {args.reference_stats}"
+    )
 
 
 def main(args):
@@ -255,13 +282,17 @@ def main(args):
         return 0
     print(f"{'source':<44} {'images':>6} {'confidence':>10} {'IS':>7} {'FID':>8} {'min share':>9}  digit shares 0..9")
     for row in rows:
-        print(f"{row['source'][-44:]:<44} {row['images']:>6} {row['confidence']:>10.4f} {row['inception_score']:>7.3f} "
-              f"{row['fid']:>8.3f} {row['min_digit_share']:>9.4f}  {' '.join(f'{s:.3f}' for s in row['digit_shares'])}")
+        print(
+            f"{row['source'][-44:]:<44} {row['images']:>6} {row['confidence']:>10.4f} {row['inception_score']:>7.3f} "
+            f"{row['fid']:>8.3f} {row['min_digit_share']:>9.4f}  {' '.join(f'{s:.3f}' for s in row['digit_shares'])}"
+        )
     for row in rows:
         if "read" in row:
             print(f"read {row['read']}")
-    print(f"targets: confidence >= {TARGETS['confidence']}, IS >= {TARGETS['inception_score']}, every digit >= "
-          f"{TARGETS['min_digit_share']:.0%}: " + ", ".join(f"{r['source']}: {'met' if r['targets_met'] else 'NOT met'}" for r in rows))
+    print(
+        f"targets: confidence >= {TARGETS['confidence']}, IS >= {TARGETS['inception_score']}, every digit >= "
+        f"{TARGETS['min_digit_share']:.0%}: " + ", ".join(f"{r['source']}: {'met' if r['targets_met'] else 'NOT met'}" for r in rows)
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ fp32's own max abs error for scale. Values beyond msit's "normal precision" thre
 RED < 0.05, KLD < 0.005, RMSE < 1.0, mean relative error < 1.0) are marked with '!', and the first layer
 that breaks one is named. Needs torch (the PyTorch side).
 """
+
 import argparse
 import csv
 import io
@@ -41,8 +42,9 @@ COLUMNS = ("cosine", "max_abs", "mean_abs", "max_rel", "mean_rel", "red", "kld",
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("--pth", required=True, help="generator checkpoint the ONNX model was exported from")
     parser.add_argument("--onnx", required=True, help="ONNX model: GAN.onnx, a --fold'ed one, GAN_int8.onnx or GAN_fp16emu.onnx")
     parser.add_argument("--input", required=True, help="one input batch, float32 (rows, 100): vectors/<i>.bin")
@@ -57,14 +59,21 @@ def compare(ours, reference):
     relative = np.where(np.abs(y) > FLOAT32_EPS, np.abs(diff) / np.where(np.abs(y) > FLOAT32_EPS, np.abs(y), 1.0), 0.0)
     norm_x, norm_y = np.linalg.norm(x), np.linalg.norm(y)
     cosine = float(x @ y / (norm_x * norm_y)) if norm_x and norm_y else (1.0 if norm_x == norm_y else 0.0)
-    return {"cosine": cosine, "max_abs": float(np.abs(diff).max()), "mean_abs": float(np.abs(diff).mean()),
-            "max_rel": float(relative.max()), "mean_rel": float(relative.mean()),
-            "red": float(np.linalg.norm(diff) / norm_y) if norm_y else float("inf"),
-            "kld": kl_divergence(x, y), "rmse": float(np.sqrt(np.mean(diff ** 2)))}
+    return {
+        "cosine": cosine,
+        "max_abs": float(np.abs(diff).max()),
+        "mean_abs": float(np.abs(diff).mean()),
+        "max_rel": float(relative.max()),
+        "mean_rel": float(relative.mean()),
+        "red": float(np.linalg.norm(diff) / norm_y) if norm_y else float("inf"),
+        "kld": kl_divergence(x, y),
+        "rmse": float(np.sqrt(np.mean(diff**2))),
+    }
 
 
 def kl_divergence(ours, reference):
     """KL(ours || reference) of the min-max-normalised tensors as probability distributions (operator compare's)."""
+
     def distribution(values):
         low, high = values.min(), values.max()
         scaled = (values - low) / (high - low) if high > low else values
@@ -77,8 +86,11 @@ def kl_divergence(ours, reference):
 
 def breaches(metrics):
     """The metrics beyond msit's normal-precision thresholds."""
-    return [name for name, (direction, limit) in THRESHOLDS.items()
-            if not (metrics[name] > limit if direction == ">" else metrics[name] < limit)]
+    return [
+        name
+        for name, (direction, limit) in THRESHOLDS.items()
+        if not (metrics[name] > limit if direction == ">" else metrics[name] < limit)
+    ]
 
 
 def expose_all_outputs(model_bytes):
@@ -145,8 +157,9 @@ def map_layers(graph, layers):
     anchors = [n for n in graph.node if n.op_type in ACTIVATIONS]
     torch_activations = [i for i, m, _ in layers if type(m).__name__ in ("LeakyReLU", "Tanh", "ReLU", "Sigmoid")]
     if len(anchors) != len(torch_activations):
-        raise InputError(f"the ONNX model has {len(anchors)} activations and the generator {len(torch_activations)}: "
-                         f"not a model of this generator")
+        raise InputError(
+            f"the ONNX model has {len(anchors)} activations and the generator {len(torch_activations)}: not a model of this generator"
+        )
     kinds = {i: type(m).__name__ for i, m, _ in layers}
     rows = []
     for anchor, act in zip(anchors, torch_activations):
@@ -175,8 +188,9 @@ def layer_table(pth, onnx_model, batch):
     try:
         model = expose_all_outputs(model_bytes)
     except Exception as err:  # noqa: BLE001 - protobuf raises various errors on a file that is not ONNX
-        raise InputError(f"{onnx_model if not isinstance(onnx_model, bytes) else 'the model'}: not a readable ONNX model "
-                         f"({type(err).__name__})") from None
+        raise InputError(
+            f"{onnx_model if not isinstance(onnx_model, bytes) else 'the model'}: not a readable ONNX model ({type(err).__name__})"
+        ) from None
     mapped = map_layers(model.graph, reference)  # before running: a model of another network is refused as such
     tensors, _ = run_all_tensors(model_bytes, batch, model)
     rows = []
@@ -186,9 +200,18 @@ def layer_table(pth, onnx_model, batch):
         if ours.shape != expected.shape:
             raise InputError(f"{label}: the ONNX tensor {tensor} is {ours.shape}, the PyTorch layer's output {expected.shape}")
         metrics = compare(ours, expected)
-        rows.append({"layer": label, "onnx_node": node.name or node.output[0], "op_type": node.op_type, "tensor": tensor,
-                     "shape": "x".join(map(str, ours.shape)), **metrics,
-                     "pytorch_fp32_max_abs": float(np.abs(fp32[index] - expected).max()), "over_threshold": breaches(metrics)})
+        rows.append(
+            {
+                "layer": label,
+                "onnx_node": node.name or node.output[0],
+                "op_type": node.op_type,
+                "tensor": tensor,
+                "shape": "x".join(map(str, ours.shape)),
+                **metrics,
+                "pytorch_fp32_max_abs": float(np.abs(fp32[index] - expected).max()),
+                "over_threshold": breaches(metrics),
+            }
+        )
     return rows
 
 
@@ -201,20 +224,49 @@ def format_table(rows):
     header = f"{'layer':<30} {'onnx op':<18} {'shape':<9} " + " ".join(f"{c:>12}" for c in COLUMNS) + f" {'torch fp32':>11}"
     lines = [header]
     for row in rows:
-        lines.append(f"{row['layer'][:30]:<30} {row['op_type'][:18]:<18} {row['shape']:<9} "
-                     + " ".join(f"{cell(row, c):>12}" for c in COLUMNS) + f" {row['pytorch_fp32_max_abs']:>11.3e}")
+        lines.append(
+            f"{row['layer'][:30]:<30} {row['op_type'][:18]:<18} {row['shape']:<9} "
+            + " ".join(f"{cell(row, c):>12}" for c in COLUMNS)
+            + f" {row['pytorch_fp32_max_abs']:>11.3e}"
+        )
     return lines
 
 
 def write_csv(rows, path):
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["layer", "onnx_node", "op_type", "tensor", "shape", "CosineSimilarity", "MaxAbsoluteError", "MeanAbsoluteError",
-                     "MaxRelativeError", "MeanRelativeError", "RelativeEuclideanDistance", "KullbackLeiblerDivergence",
-                     "RootMeanSquareError", "PyTorchFp32MaxAbsoluteError", "OverThreshold"])
+    writer.writerow(
+        [
+            "layer",
+            "onnx_node",
+            "op_type",
+            "tensor",
+            "shape",
+            "CosineSimilarity",
+            "MaxAbsoluteError",
+            "MeanAbsoluteError",
+            "MaxRelativeError",
+            "MeanRelativeError",
+            "RelativeEuclideanDistance",
+            "KullbackLeiblerDivergence",
+            "RootMeanSquareError",
+            "PyTorchFp32MaxAbsoluteError",
+            "OverThreshold",
+        ]
+    )
     for row in rows:
-        writer.writerow([row["layer"], row["onnx_node"], row["op_type"], row["tensor"], row["shape"],
-                         *(f"{row[c]:.9g}" for c in COLUMNS), f"{row['pytorch_fp32_max_abs']:.9g}", ";".join(row["over_threshold"])])
+        writer.writerow(
+            [
+                row["layer"],
+                row["onnx_node"],
+                row["op_type"],
+                row["tensor"],
+                row["shape"],
+                *(f"{row[c]:.9g}" for c in COLUMNS),
+                f"{row['pytorch_fp32_max_abs']:.9g}",
+                ";".join(row["over_threshold"]),
+            ]
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue())
 
@@ -225,14 +277,18 @@ def main(args):
         refuse_overlap([("--pth", args.pth), ("--onnx", args.onnx), ("--input", args.input)], [("--csv", args.csv)])
     batch = check_finite(read_bin(args.input, LATENT_DIM, "input file"), args.input).copy()
     rows = layer_table(args.pth, args.onnx, batch)
-    print(f"{Path(args.onnx).name} against PyTorch fp64 on {args.input} ({len(batch)} rows); '!' marks a value beyond msit's "
-          f"normal-precision thresholds (cosine > 0.99, RED < 0.05, KLD < 0.005, RMSE < 1.0, mean rel < 1.0)")
+    print(
+        f"{Path(args.onnx).name} against PyTorch fp64 on {args.input} ({len(batch)} rows); '!' marks a value beyond msit's "
+        f"normal-precision thresholds (cosine > 0.99, RED < 0.05, KLD < 0.005, RMSE < 1.0, mean rel < 1.0)"
+    )
     print("\n".join(format_table(rows)))
     first = next((row for row in rows if row["over_threshold"]), None)
     worst = max(rows, key=lambda row: row["max_abs"])
     if first:
-        print(f"first layer over a threshold: {first['layer']} ({first['op_type']} {first['onnx_node']}): "
-              f"{', '.join(first['over_threshold'])}")
+        print(
+            f"first layer over a threshold: {first['layer']} ({first['op_type']} {first['onnx_node']}): "
+            f"{', '.join(first['over_threshold'])}"
+        )
     else:
         print("first layer over a threshold: none")
     print(f"largest max abs error: {worst['layer']} ({worst['op_type']}), {worst['max_abs']:.3e}")

@@ -7,6 +7,7 @@ new work folder (removed afterwards unless --keep), and prints per-step wall tim
 (median over the repeats), the median total, and the large run's ratios to it: a pipeline that
 streams file by file grows linearly in time and not at all in memory.
 """
+
 import argparse
 import re
 import shutil
@@ -37,9 +38,24 @@ def get_args_parser():
 def run_pipeline(pth, iters, batch_size, outfmt, keep):
     workdir = Path(tempfile.mkdtemp(prefix=f"pipeline_{iters}x{batch_size}_"))
     try:
-        result = subprocess.run(["bash", str(HERE / "run_pipeline.sh"), "--pth", str(pth), "--workdir", str(workdir),
-                                 "--iters", str(iters), "--batch_size", str(batch_size), "--outfmt", outfmt],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                "bash",
+                str(HERE / "run_pipeline.sh"),
+                "--pth",
+                str(pth),
+                "--workdir",
+                str(workdir),
+                "--iters",
+                str(iters),
+                "--batch_size",
+                str(batch_size),
+                "--outfmt",
+                outfmt,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise InputError(f"run_pipeline.sh failed ({result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
         steps = {name: (float(seconds), int(mb) if mb else None) for name, seconds, mb in STEP_LINE.findall(result.stdout)}

@@ -22,6 +22,7 @@ output names and dtypes as the fp32 model. An emulation of documented rounding, 
 simulation of an Ascend chip: the order of the fp32 accumulation, how atc fuses BatchNorm, and the
 vector unit's own fp16 functions are not documented.
 """
+
 import argparse
 import io
 import logging
@@ -47,11 +48,18 @@ def get_args_parser():
     parser.add_argument("--opset", type=int, default=11, help="ONNX opset (atc of CANN 5.x/6.x accepts 9..13)")
     parser.add_argument("--fold", action="store_true", help="fold each BatchNorm1d into the Linear before it")
     parser.add_argument("--max_diff", type=non_negative_float, default=1e-4, help="largest ONNX Runtime vs PyTorch difference accepted")
-    parser.add_argument("--quantize", choices=["none", "int8"], default="none",
-                        help="int8: also write an ONNX Runtime dynamically quantized model (CPU only, not for atc)")
+    parser.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: also write an ONNX Runtime dynamically quantized model (CPU only, not for atc)",
+    )
     parser.add_argument("--int8_file", default=None, help="int8 model to write (default: <output_file stem>_int8.onnx)")
-    parser.add_argument("--emulate_fp16", action="store_true",
-                        help="also write an fp16 preview of atc's force_fp16 that runs on ONNX Runtime (<output_file stem>_fp16emu.onnx)")
+    parser.add_argument(
+        "--emulate_fp16",
+        action="store_true",
+        help="also write an fp16 preview of atc's force_fp16 that runs on ONNX Runtime (<output_file stem>_fp16emu.onnx)",
+    )
     parser.add_argument("--fp16_file", default=None, help="fp16 preview to write (default: <output_file stem>_fp16emu.onnx)")
     parser.add_argument("--save_json", default=None, help="also save the checks' figures as JSON here (GAN_report.py reads it)")
     return parser
@@ -88,9 +96,17 @@ def export_onnx(generator, opset, fold=False):
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # opset 11 needs the TorchScript exporter
-        torch.onnx.export(module, torch.randn(16, LATENT_DIM), buffer, input_names=["Z"], output_names=["generateimg"],
-                          dynamic_axes={"Z": {0: "batch"}, "generateimg": {0: "batch"}}, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            module,
+            torch.randn(16, LATENT_DIM),
+            buffer,
+            input_names=["Z"],
+            output_names=["generateimg"],
+            dynamic_axes={"Z": {0: "batch"}, "generateimg": {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     model = onnx.load_from_string(buffer.getvalue())
     # The exporter leaves the output's (1, 28, 28) symbolic after a Reshape; write the known sizes in.
     for dim, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], IMG_SHAPE):
@@ -118,8 +134,9 @@ def worst_difference(results, source, label):
     """The largest difference of compare_with_pytorch's results; a NaN or Inf anywhere fails (max() would drop it)."""
     not_finite = [b for b, (diff, cosine) in results.items() if not (np.isfinite(diff) and np.isfinite(cosine))]
     if not_finite:
-        raise InputError(f"{source}: {label} outputs hold non-finite values (NaN or Inf) at batch "
-                         f"{', '.join(map(str, not_finite))}: nothing written")
+        raise InputError(
+            f"{source}: {label} outputs hold non-finite values (NaN or Inf) at batch {', '.join(map(str, not_finite))}: nothing written"
+        )
     return max(diff for diff, _ in results.values())
 
 
@@ -144,8 +161,10 @@ def emulate_fp16(model_bytes):
     def rounded(name, source, where):
         """Cast `source` to float16 and back, into `name`."""
         half = f"{source}_as_fp16"
-        return [helper.make_node("Cast", [source], [half], name=f"{where}/round_fp16", to=TensorProto.FLOAT16),
-                helper.make_node("Cast", [half], [name], name=f"{where}/back_to_fp32", to=TensorProto.FLOAT)]
+        return [
+            helper.make_node("Cast", [source], [half], name=f"{where}/round_fp16", to=TensorProto.FLOAT16),
+            helper.make_node("Cast", [half], [name], name=f"{where}/back_to_fp32", to=TensorProto.FLOAT),
+        ]
 
     for graph_input in graph.input:  # the input is rounded once; every consumer reads the rounded value
         inner = f"{graph_input.name}_fp16"
@@ -206,34 +225,46 @@ def main(args):
         fp16_path = check_output_file(args.fp16_file or output.with_name(output.stem + "_fp16emu.onnx"), "--fp16_file")
     if args.save_json:
         check_output_file(args.save_json, "--save_json")
-    refuse_overlap([("--input_file", args.input_file)], [("--output_file", output), ("--int8_file", int8_path),
-                                                         ("--fp16_file", fp16_path), ("--save_json", args.save_json)])
+    refuse_overlap(
+        [("--input_file", args.input_file)],
+        [("--output_file", output), ("--int8_file", int8_path), ("--fp16_file", fp16_path), ("--save_json", args.save_json)],
+    )
     checks = {}
     generator = load_generator(args.input_file)
 
     model_bytes = export_onnx(generator, args.opset, fold=args.fold)
     onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
     results = compare_with_pytorch(generator, model_bytes)
-    for batch, (diff, cosine) in results.items():
+    for batch, (diff, _) in results.items():
         print(f"batch {batch:3d}: max |onnxruntime - pytorch| = {diff:.3e}")
     worst = worst_difference(results, args.input_file, "the exported model's")
     if worst > args.max_diff:
-        raise InputError(f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}: not written"
-                         f"{' (the existing file is unchanged)' if output.exists() else ''}")
+        raise InputError(
+            f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}: not written"
+            f"{' (the existing file is unchanged)' if output.exists() else ''}"
+        )
     write_bytes_atomic(output, model_bytes)
     checks[str(output)] = {"kind": "fp32", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
-    print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}, "
-          f"{len(model_bytes) / 1e6:.1f} MB)")
+    print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}, {len(model_bytes) / 1e6:.1f} MB)")
 
     if int8_path:
-        checks[str(int8_path)] = write_variant(generator, quantize_int8(generator, args.opset), int8_path, "int8", args.input_file,
-                                                "int8 model, CPU only")
+        checks[str(int8_path)] = write_variant(
+            generator, quantize_int8(generator, args.opset), int8_path, "int8", args.input_file, "int8 model, CPU only"
+        )
     if fp16_path:
-        checks[str(fp16_path)] = write_variant(generator, emulate_fp16(model_bytes), fp16_path, "fp16 preview", args.input_file,
-                                               "fp16 arithmetic emulated on ONNX Runtime; not for atc")
+        checks[str(fp16_path)] = write_variant(
+            generator,
+            emulate_fp16(model_bytes),
+            fp16_path,
+            "fp16 preview",
+            args.input_file,
+            "fp16 arithmetic emulated on ONNX Runtime; not for atc",
+        )
     if args.save_json:
-        save_json(args.save_json, {"input_file": str(args.input_file), "opset": args.opset, "fold": args.fold,
-                                   "max_diff": args.max_diff, "models": checks})
+        save_json(
+            args.save_json,
+            {"input_file": str(args.input_file), "opset": args.opset, "fold": args.fold, "max_diff": args.max_diff, "models": checks},
+        )
 
 
 if __name__ == "__main__":

@@ -10,16 +10,26 @@ Refused before anything is written: the two folders being one, a folder holding 
 larger run, and a JPEG grid taller than JPEG allows. A batch whose outputs hold NaN or Inf is refused
 before any of its files is written.
 """
+
 import argparse
 import time
 from pathlib import Path
 
 import torch
 
-from gan_cli import (InputError, available_memory, check_output_file, ensure_dir, non_negative_int, positive_int, progress,
-                     refuse_overlap, run_main, short_list)
-from gan_io import (IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid,
-                    save_json, write_bin)
+from gan_cli import (
+    InputError,
+    available_memory,
+    check_output_file,
+    ensure_dir,
+    non_negative_int,
+    positive_int,
+    progress,
+    refuse_overlap,
+    run_main,
+    short_list,
+)
+from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, save_json, write_bin
 from models import load_generator
 
 
@@ -44,20 +54,26 @@ VALUES_PER_IMAGE_AT_PEAK = LATENT_DIM + 2 * 1024 + 3 * IMG_SIZE
 def main(args):
     need, free = args.batch_size * VALUES_PER_IMAGE_AT_PEAK * 4, available_memory()
     if free is not None and need > free:
-        raise InputError(f"--batch_size {args.batch_size}: one batch needs about {need / 2**30:.1f} GiB of memory, "
-                         f"{free / 2**30:.1f} GiB is available: use smaller batches (and more --iters)")
+        raise InputError(
+            f"--batch_size {args.batch_size}: one batch needs about {need / 2**30:.1f} GiB of memory, "
+            f"{free / 2**30:.1f} GiB is available: use smaller batches (and more --iters)"
+        )
     if args.save_json:
         check_output_file(args.save_json, "--save_json")
-    refuse_overlap([("--pth_path", args.pth_path)], [("--online_path", args.online_path), ("--offline_path", args.offline_path),
-                                                     ("--save_json", args.save_json)])
+    refuse_overlap(
+        [("--pth_path", args.pth_path)],
+        [("--online_path", args.online_path), ("--offline_path", args.offline_path), ("--save_json", args.save_json)],
+    )
     if not args.no_jpg:
         check_grid_fits(args.batch_size, Path(args.online_path) / "0.jpg")
     for folder in (args.online_path, args.offline_path):
         # Batches left from a larger earlier run would be run offline and compared as if they were this run's.
         stale = sorted(i for i in numbered_files(folder, ".bin") if i >= args.iters)
         if stale:
-            raise InputError(f"{folder}: holds batches {short_list(stale)} of an earlier run beyond --iters "
-                             f"{args.iters}: use an empty folder or remove them")
+            raise InputError(
+                f"{folder}: holds batches {short_list(stale)} of an earlier run beyond --iters "
+                f"{args.iters}: use an empty folder or remove them"
+            )
     generator = load_generator(args.pth_path)
     online_dir = ensure_dir(args.online_path, "online folder")
     offline_dir = ensure_dir(args.offline_path, "offline folder")
@@ -71,10 +87,22 @@ def main(args):
         if not args.no_jpg:
             save_grid(images, online_dir / f"{i}.jpg")
     if args.save_json:
-        save_json(args.save_json, {"pth_path": str(args.pth_path), "seed": args.seed, "iters": args.iters, "batch_size": args.batch_size,
-                                   "online_path": str(online_dir), "offline_path": str(offline_dir), "jpg": not args.no_jpg})
-    print(f"wrote {args.iters} batches of {args.batch_size}: latents in {offline_dir}/, online outputs (.bin"
-          f"{'' if args.no_jpg else ', .jpg'}) in {online_dir}/ ({time.perf_counter() - started:.1f} s)")
+        save_json(
+            args.save_json,
+            {
+                "pth_path": str(args.pth_path),
+                "seed": args.seed,
+                "iters": args.iters,
+                "batch_size": args.batch_size,
+                "online_path": str(online_dir),
+                "offline_path": str(offline_dir),
+                "jpg": not args.no_jpg,
+            },
+        )
+    print(
+        f"wrote {args.iters} batches of {args.batch_size}: latents in {offline_dir}/, online outputs (.bin"
+        f"{'' if args.no_jpg else ', .jpg'}) in {online_dir}/ ({time.perf_counter() - started:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

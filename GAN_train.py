@@ -9,6 +9,7 @@ exponential moving average of the generator (its BatchNorm statistics recomputed
 and with --eval_model the epoch whose samples score best is kept. The Generator itself is gan.py's, so the
 weights load in the upstream scripts and export to the same ONNX graph.
 """
+
 import argparse
 import copy
 import math
@@ -36,11 +37,15 @@ def get_args_parser():
     parser.add_argument("--output", required=True, help="generator weights to write (plain state_dict)")
     parser.add_argument("--resume", default=None, help="training checkpoint to continue from (<output stem>_train/checkpoint.pt)")
     parser.add_argument("--ema_decay", type=float, default=0.999, help="decay of the generator's moving average (0: none)")
-    parser.add_argument("--eval_model", default=None,
-                        help="digit classifier ONNX (weights/mnist_classifier.onnx): score each epoch, keep the best")
+    parser.add_argument(
+        "--eval_model", default=None, help="digit classifier ONNX (weights/mnist_classifier.onnx): score each epoch, keep the best"
+    )
     parser.add_argument("--eval_samples", type=positive_int, default=6400, help="samples scored per epoch with --eval_model")
-    parser.add_argument("--save_every_epoch", action="store_true",
-                        help="also keep each epoch's averaged generator as <output stem>_train/generator_epoch_NNN.pth")
+    parser.add_argument(
+        "--save_every_epoch",
+        action="store_true",
+        help="also keep each epoch's averaged generator as <output stem>_train/generator_epoch_NNN.pth",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -61,8 +66,10 @@ class TrainingDiscriminator(nn.Module):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm
         self.features = nn.Sequential(
-            sn(nn.Linear(IMG_SIZE, 512)), nn.LeakyReLU(0.2),
-            sn(nn.Linear(512, 256)), nn.LeakyReLU(0.2),
+            sn(nn.Linear(IMG_SIZE, 512)),
+            nn.LeakyReLU(0.2),
+            sn(nn.Linear(512, 256)),
+            nn.LeakyReLU(0.2),
             MinibatchStddev(),
         )
         self.head = sn(nn.Linear(257, 1))
@@ -78,8 +85,10 @@ def load_mnist_train(root, download):
     try:
         dataset = MNIST(root=root, train=True, download=download)
     except RuntimeError as err:
-        raise InputError(f"MNIST not found under {root} (expected {Path(root) / 'MNIST/raw/train-images-idx3-ubyte'} "
-                         f"and its label file): copy the four idx files there or pass --download ({err})") from None
+        raise InputError(
+            f"MNIST not found under {root} (expected {Path(root) / 'MNIST/raw/train-images-idx3-ubyte'} "
+            f"and its label file): copy the four idx files there or pass --download ({err})"
+        ) from None
     return dataset.data.reshape(len(dataset.data), -1).float().div_(127.5).sub_(1.0)
 
 
@@ -114,15 +123,18 @@ def main(args):
     if not (args.lr > 0 and 0 <= args.ema_decay < 1):
         raise InputError(f"--lr {args.lr} must be > 0 and --ema_decay {args.ema_decay} in [0, 1)")
     mnist_raw = Path(args.data_root) / "MNIST" / "raw"  # only these files are read
-    refuse_overlap([("--data_root", mnist_raw), ("--resume", args.resume), ("--eval_model", args.eval_model)],
-                   [("--output", output), ("its training folder", train_dir)])
+    refuse_overlap(
+        [("--data_root", mnist_raw), ("--resume", args.resume), ("--eval_model", args.eval_model)],
+        [("--output", output), ("its training folder", train_dir)],
+    )
     ckpt = None
     if args.resume:
         # Tensors and plain values only (weights_only): a crafted checkpoint runs no code.
         ckpt = load_checkpoint(args.resume)
         if not isinstance(ckpt, dict) or not {"generator", "discriminator", "opt_g", "opt_d", "ema", "epoch"} <= set(ckpt):
-            raise InputError(f"{args.resume}: not a training checkpoint of GAN_train.py (expected generator, discriminator, "
-                             f"opt_g, opt_d, ema and epoch)")
+            raise InputError(
+                f"{args.resume}: not a training checkpoint of GAN_train.py (expected generator, discriminator, opt_g, opt_d, ema and epoch)"
+            )
     train_dir = ensure_dir(train_dir, "training folder")
     scorer = None
     if args.eval_model:
@@ -155,15 +167,17 @@ def main(args):
         order = torch.randperm(len(images))
         bar = progress(range(steps), args.quiet, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
         for step in bar:
-            real = images[order[step * args.batch_size:(step + 1) * args.batch_size]]
+            real = images[order[step * args.batch_size : (step + 1) * args.batch_size]]
             n = len(real)
             if n < 2:  # BatchNorm and the stddev feature need two samples
                 continue
             fake = generator(torch.randn(n, LATENT_DIM))
 
             opt_d.zero_grad(set_to_none=True)
-            loss_d = (F.softplus(-discriminator(real)).mean()  # BCE(D(real), 1)
-                      + F.softplus(discriminator(fake.detach())).mean())  # BCE(D(fake), 0)
+            loss_d = (
+                F.softplus(-discriminator(real)).mean()  # BCE(D(real), 1)
+                + F.softplus(discriminator(fake.detach())).mean()
+            )  # BCE(D(fake), 0)
             loss_d.backward()
             opt_d.step()
 
@@ -179,8 +193,12 @@ def main(args):
         recalibrate_batchnorm(ema)
         with torch.no_grad():
             save_grid(ema(fixed_z).numpy(), train_dir / f"epoch_{epoch + 1:03d}.png")
-        record = {"epoch": epoch + 1, "loss_d": round(loss_d.item(), 4), "loss_g": round(loss_g.item(), 4),
-                  "seconds": round(time.time() - epoch_start, 1)}
+        record = {
+            "epoch": epoch + 1,
+            "loss_d": round(loss_d.item(), 4),
+            "loss_g": round(loss_g.item(), 4),
+            "seconds": round(time.time() - epoch_start, 1),
+        }
         if scorer:
             with torch.inference_mode():
                 samples = [ema(torch.from_numpy(latent_batch(args.seed, i, 64))).numpy() for i in range(-(-args.eval_samples // 64))]
@@ -193,9 +211,19 @@ def main(args):
             save_checkpoint(train_dir / f"generator_epoch_{epoch + 1:03d}.pth", **ema.state_dict())
         history.append(record)
         print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
-        save_checkpoint(train_dir / "checkpoint.pt", generator=generator.state_dict(), discriminator=discriminator.state_dict(),
-                        opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), ema=ema.state_dict(), epoch=epoch,
-                        torch_rng=torch.get_rng_state(), best=best, history=history, args=vars(args))
+        save_checkpoint(
+            train_dir / "checkpoint.pt",
+            generator=generator.state_dict(),
+            discriminator=discriminator.state_dict(),
+            opt_g=opt_g.state_dict(),
+            opt_d=opt_d.state_dict(),
+            ema=ema.state_dict(),
+            epoch=epoch,
+            torch_rng=torch.get_rng_state(),
+            best=best,
+            history=history,
+            args=vars(args),
+        )
 
     if best is not None:
         final = extract_state_dict(load_checkpoint(train_dir / "best_generator.pth"), output)

@@ -8,6 +8,7 @@ not complete; gan_runs.py) or a run folder itself. Output <i>_output_0.txt (msam
 folder that holds grids of other batches (an earlier, larger run) is refused, as GAN_testdata.py refuses
 stale batches. Needs numpy and Pillow only.
 """
+
 import argparse
 import time
 
@@ -29,12 +30,16 @@ def main(args):
     run = open_run(args.txt_path)
     refuse_overlap([("--txt_path", args.txt_path), ("the run folder", run.path)], [("--infer_results_path", args.infer_results_path)])
     if numbered_files(args.infer_results_path, ".bin"):
-        raise InputError(f"{args.infer_results_path}: holds <i>.bin files, like GAN_testdata.py's online folder: offline grids "
-                         f"there would replace its <i>.jpg; choose another folder")
+        raise InputError(
+            f"{args.infer_results_path}: holds <i>.bin files, like GAN_testdata.py's online folder: offline grids "
+            f"there would replace its <i>.jpg; choose another folder"
+        )
     stale = sorted(set(numbered_files(args.infer_results_path, ".jpg")) - set(run.outputs))
     if stale:
-        raise InputError(f"{args.infer_results_path}: holds grids {short_list(stale)} that are not batches of this run "
-                         f"({len(run.outputs)} outputs): use an empty folder or remove them")
+        raise InputError(
+            f"{args.infer_results_path}: holds grids {short_list(stale)} that are not batches of this run "
+            f"({len(run.outputs)} outputs): use an empty folder or remove them"
+        )
     results_dir = ensure_dir(args.infer_results_path, "results folder")
     print(f"reading {run.note}")
     for index in progress(sorted(run.outputs), args.quiet, desc="txt2jpg"):

@@ -10,6 +10,7 @@ atc's output is kept in <output>.atc.log, and <output>.atc.json records the comm
 batch or the dynamic gears, the chip and the precision, which run_msame.sh reads to check --dymBatch.
 A dynamic-batch model takes atc's rule: 2 to 100 gears, each 1..2048. Exits 1 if any conversion failed.
 """
+
 import argparse
 import json
 import shlex
@@ -29,11 +30,15 @@ def get_args_parser():
     parser.add_argument("--onnx", required=True, help="ONNX model from GAN_pth2onnx.py")
     parser.add_argument("--batch_sizes", type=batch_sizes, default="1 16 64", help="batch sizes, space or comma separated")
     parser.add_argument("--soc_version", default="Ascend310", help="chip, e.g. Ascend310 or Ascend310P3 (npu-smi info)")
-    parser.add_argument("--precision_mode", choices=PRECISION_MODES, default=None,
-                        help="atc precision (atc's default for inference: force_fp16)")
+    parser.add_argument(
+        "--precision_mode", choices=PRECISION_MODES, default=None, help="atc precision (atc's default for inference: force_fp16)"
+    )
     parser.add_argument("--output_prefix", default="GAN_bs", help="output name before the batch size")
-    parser.add_argument("--dynamic_batch_size", default=None,
-                        help='one dynamic-batch model with these gears instead, e.g. "1,4,8,16,32,64" (2..100 gears, each 1..2048)')
+    parser.add_argument(
+        "--dynamic_batch_size",
+        default=None,
+        help='one dynamic-batch model with these gears instead, e.g. "1,4,8,16,32,64" (2..100 gears, each 1..2048)',
+    )
     parser.add_argument("--dynamic_output", default="GAN_dyn", help="name of the dynamic-batch model (without .om)")
     parser.add_argument("--dry_run", action="store_true", help="print the atc commands, run nothing")
     return parser
@@ -61,7 +66,7 @@ def parse_gears(text):
     try:
         gears = [int(g) for g in text.replace(" ", "").split(",") if g]
     except ValueError:
-        raise InputError(f"--dynamic_batch_size {text!r}: expected comma-separated whole numbers such as \"1,4,8,16,32,64\"") from None
+        raise InputError(f'--dynamic_batch_size {text!r}: expected comma-separated whole numbers such as "1,4,8,16,32,64"') from None
     if not 2 <= len(gears) <= 100 or any(not 1 <= g <= 2048 for g in gears) or len(set(gears)) != len(gears):
         raise InputError(f"--dynamic_batch_size {text!r}: atc takes 2 to 100 distinct gears, each 1..2048")
     return gears
@@ -70,8 +75,14 @@ def parse_gears(text):
 def atc_command(args, name, features, batch=None, gears=None):
     """One atc command: a fixed batch, or a dynamic batch (-1 in the shape, the gears in --dynamic_batch_size)."""
     output = args.dynamic_output if gears else f"{args.output_prefix}{batch}"
-    command = ["atc", f"--model={args.onnx}", "--framework=5", f"--output={output}", "--input_format=NCHW",
-               f"--input_shape={name}:{-1 if gears else batch},{features}"]
+    command = [
+        "atc",
+        f"--model={args.onnx}",
+        "--framework=5",
+        f"--output={output}",
+        "--input_format=NCHW",
+        f"--input_shape={name}:{-1 if gears else batch},{features}",
+    ]
     if gears:
         command.append(f"--dynamic_batch_size={','.join(map(str, gears))}")
     command += ["--log=error", f"--soc_version={args.soc_version}"]
@@ -112,12 +123,19 @@ def main(args):
     name, features = onnx_input(args.onnx)
     if args.dynamic_batch_size:
         gears = parse_gears(args.dynamic_batch_size)
-        conversions = {f"dynamic {','.join(map(str, gears))}": (*atc_command(args, name, features, gears=gears), {"dynamic_batch_size": gears})}
+        conversions = {
+            f"dynamic {','.join(map(str, gears))}": (*atc_command(args, name, features, gears=gears), {"dynamic_batch_size": gears})
+        }
     else:
         conversions = {str(b): (*atc_command(args, name, features, batch=b), {"batch": b}) for b in args.batch_sizes}
-    refuse_overlap([("--onnx", args.onnx)], [(f"the output of {label}", f"{output}{suffix}")
-                                             for label, (output, _, _) in conversions.items()
-                                             for suffix in (".om", ".atc.log", ".atc.json")])
+    refuse_overlap(
+        [("--onnx", args.onnx)],
+        [
+            (f"the output of {label}", f"{output}{suffix}")
+            for label, (output, _, _) in conversions.items()
+            for suffix in (".om", ".atc.log", ".atc.json")
+        ],
+    )
     if args.dry_run:
         for _, command, _ in conversions.values():
             print(show(command))
@@ -127,8 +145,15 @@ def main(args):
         ensure_dir(Path(output).parent, "output folder")
         print(f"== {label}: {show(command)}", flush=True)
         results[label] = convert(command, output)
-        record = {"command": command, "input": name, "features": features, **shape, "soc_version": args.soc_version,
-                  "precision_mode": args.precision_mode or "force_fp16 (atc's default)", "result": results[label][0]}
+        record = {
+            "command": command,
+            "input": name,
+            "features": features,
+            **shape,
+            "soc_version": args.soc_version,
+            "precision_mode": args.precision_mode or "force_fp16 (atc's default)",
+            "result": results[label][0],
+        }
         write_bytes_atomic(Path(f"{output}.atc.json"), (json.dumps(record, indent=1) + "\n").encode())
     print(f"\n{'model':>20}  {'om file':<32} result")
     for label, (verdict, om, log) in results.items():

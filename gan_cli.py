@@ -6,6 +6,7 @@ SIGTERM all end as one line on stderr, `<prog>: error: <file>: <reason>`, and a 
 traceback. SIGINT and SIGTERM unwind the stack like an exception, so every temporary file is removed on the
 way out (gan_io.atomic_path). Bugs still raise. Needs only the standard library.
 """
+
 import argparse
 import contextlib
 import os
@@ -103,6 +104,7 @@ def run_main(main, parser, argv=None, pass_unknown=False):
     Bad flags exit 2 (argparse's convention), bad files and faults exit 1, a signal 128 + its number. With
     pass_unknown, flags the parser does not know are kept in args.unknown (for a driver that hands them on).
     """
+
     def fail(code, message):
         print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
         try:
@@ -163,7 +165,7 @@ def batch_sizes(text):
     try:
         sizes = [int(s) for s in text.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers such as \"1 16 64\" or 1,16,64, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f'expected whole numbers such as "1 16 64" or 1,16,64, got {text!r}') from None
     if not sizes or any(s <= 0 for s in sizes) or len(set(sizes)) != len(sizes):
         raise argparse.ArgumentTypeError(f"expected distinct positive batch sizes, got {text!r}")
     return sizes
@@ -206,6 +208,7 @@ def progress(iterable, quiet=False, **kwargs):
 # ---------------------------------------------------------------------------------------------------------
 # Paths: no command may write over what it reads.
 
+
 def refuse_overlap(inputs, outputs):
     """Refuse, before anything is written, an output path that is an input path or lies inside an input folder.
 
@@ -220,11 +223,12 @@ def refuse_overlap(inputs, outputs):
         for in_flag, inp in inputs:
             real_in = Path(os.path.realpath(inp))
             if real_out == real_in or _same_file(out, inp):
-                raise InputError(f"{out}: {out_flag} is the same path as {in_flag} {inp}: writing it would destroy an input; "
-                                 f"choose another path")
+                raise InputError(
+                    f"{out}: {out_flag} is the same path as {in_flag} {inp}: writing it would destroy an input; choose another path"
+                )
             if real_in in real_out.parents and real_in.is_dir():
                 raise InputError(f"{out}: {out_flag} lies inside the input folder {in_flag} {inp}: choose a path outside it")
-        for other_flag, other in outputs[k + 1:]:
+        for other_flag, other in outputs[k + 1 :]:
             if real_out == Path(os.path.realpath(other)):
                 raise InputError(f"{out}: {out_flag} and {other_flag} are the same path: one would replace the other")
 
@@ -261,6 +265,7 @@ def check_output_file(path, flag):
 
 # ---------------------------------------------------------------------------------------------------------
 # Child processes die with their parent.
+
 
 def die_with_parent(parent_pid):
     """In a child process: be killed when the parent dies (Linux PR_SET_PDEATHSIG), and exit now if it already has.

@@ -4,6 +4,7 @@ This module imports only numpy and Pillow (onnxruntime where a session is opened
 the pipeline (the ONNX Runtime runner, the driver of msame and ais_bench, GAN_txt2jpg.py, GAN_compare.py,
 GAN_eval.py, perf_calc.py) runs on an inference host that has no torch.
 """
+
 import contextlib
 import os
 import re
@@ -115,6 +116,7 @@ def check_finite(array, path, what="values"):
 # ---------------------------------------------------------------------------------------------------------
 # Raw float32 tensors (.bin), as GAN_testdata.py writes them and msame reads and writes them.
 
+
 def count_rows(path, row_size, what="float32 file"):
     """Rows of `row_size` float32 in a raw file, from its size; refuse a size that is not a whole number of rows."""
     path = Path(path)
@@ -200,6 +202,7 @@ def _is_number(token):
 # ---------------------------------------------------------------------------------------------------------
 # Offline output files (msame, ais_bench, the ONNX Runtime runner) and online output files.
 
+
 def read_output(path, image_size=IMG_SIZE):
     """One offline output file (TXT, BIN or NPY) as float32 (batch, 1, 28, 28); NaN or Inf is refused."""
     path = Path(path)
@@ -263,6 +266,7 @@ def numbered_files(folder, suffix):
 # ---------------------------------------------------------------------------------------------------------
 # Image grids laid out as torchvision's make_grid / save_image(normalize=True) lays them out.
 
+
 def grid_array(images, nrow=8, padding=2, pad_value=0.0, value_range=None):
     """uint8 (H, W, 3) picture of `images` (N, 1, h, w): the pixels torchvision's save_image(normalize=True) writes.
 
@@ -283,7 +287,7 @@ def grid_array(images, nrow=8, padding=2, pad_value=0.0, value_range=None):
         for k in range(count):
             y, x = divmod(k, cols)
             top, left = y * (h + padding) + padding, x * (w + padding) + padding
-            grid[top:top + h, left:left + w] = scaled[k, 0]
+            grid[top : top + h, left : left + w] = scaled[k, 0]
     pixels = np.clip(grid * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
     return np.repeat(pixels[:, :, None], 3, axis=2)
 
@@ -300,8 +304,10 @@ def check_grid_fits(count, path):
     """Refuse, before anything is written, a JPEG grid of `count` images that JPEG cannot hold."""
     if _image_format(path) == "JPEG" and grid_height(count) > JPEG_MAX_SIDE:
         largest = (JPEG_MAX_SIDE - 2) // 30 * 8
-        raise InputError(f"{path}: a grid of {count} images would be {grid_height(count)} pixels tall, over JPEG's limit of "
-                         f"{JPEG_MAX_SIDE}: use batches of at most {largest} images (or no JPEG grids)")
+        raise InputError(
+            f"{path}: a grid of {count} images would be {grid_height(count)} pixels tall, over JPEG's limit of "
+            f"{JPEG_MAX_SIDE}: use batches of at most {largest} images (or no JPEG grids)"
+        )
 
 
 def save_grid(images, path):
@@ -321,6 +327,7 @@ def _image_format(path):
 
 # ---------------------------------------------------------------------------------------------------------
 # ONNX models, loaded from bytes: ONNX Runtime and onnx take no path that is not valid UTF-8.
+
 
 def onnx_session(model, threads=0, what="ONNX model", name=None):
     """An ONNX Runtime CPU session of a model given as a path or as bytes (then `name` is the file it came from);

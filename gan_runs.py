@@ -14,6 +14,7 @@ with each output's name and size. A run killed on the way (SIGKILL, a full disk,
 is incomplete, empty, or changed since it completed; they never fall back to an older run. A run folder
 with no manifest (msame run by hand) is read as it is, and the reader says so.
 """
+
 import argparse
 import json
 import os
@@ -37,6 +38,7 @@ RUN_NAME = re.compile(r"^(\d{8}_\d{6}(_\d+)?|\d{5,8}_\d{1,2}_\d{1,2}_\d{1,2}_\d{
 # ---------------------------------------------------------------------------------------------------------
 # msame's interface: input folders and device lists (shared by the ONNX Runtime runner and the driver).
 
+
 def parse_devices(text):
     try:
         devices = [int(item) for item in text.split(",")]
@@ -51,8 +53,10 @@ def active_devices(devices, file_count):
     """The devices that get files: a device with no file is not a chip in any figure."""
     used = devices[:file_count]
     if len(used) < len(devices):
-        print(f"[WARN] {len(devices)} devices for {file_count} input file(s): devices "
-              f"{','.join(map(str, devices[file_count:]))} get no file and are not counted")
+        print(
+            f"[WARN] {len(devices)} devices for {file_count} input file(s): devices "
+            f"{','.join(map(str, devices[file_count:]))} get no file and are not counted"
+        )
     return used
 
 
@@ -90,9 +94,9 @@ def atc_record(model):
     """(record, path) of the <output>.atc.json that atc_convert.sh wrote beside this .om (command, input, batch or
     dynamic gears, chip, precision), or (None, None) for an .om converted some other way."""
     model = Path(model)
-    stem = model.name[:-len(".om")] if model.name.endswith(".om") else model.stem
+    stem = model.name[: -len(".om")] if model.name.endswith(".om") else model.stem
     for path in sorted(model.parent.glob("*.atc.json"), key=lambda p: -len(p.name)):
-        if stem.startswith(path.name[:-len(".atc.json")]):  # atc may have added a suffix such as _linux_x86_64
+        if stem.startswith(path.name[: -len(".atc.json")]):  # atc may have added a suffix such as _linux_x86_64
             try:
                 record = json.loads(path.read_bytes())
             except (OSError, ValueError):
@@ -120,6 +124,7 @@ def list_output_files(folder):
 
 # ---------------------------------------------------------------------------------------------------------
 # Writing a run: the manifest first ("running"), the outputs, then the manifest again ("complete").
+
 
 def manifest_path(run_dir):
     run_dir = Path(run_dir)
@@ -154,8 +159,15 @@ class Run:
                 time.sleep(1e-6)
             except OSError as err:
                 raise InputError(f"{self.dir}: cannot create the run folder: {err.strerror}") from None
-        self.manifest = {"format": MANIFEST_FORMAT, "status": "running", "run": self.dir.name, **info,
-                         "pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        self.manifest = {
+            "format": MANIFEST_FORMAT,
+            "status": "running",
+            "run": self.dir.name,
+            **info,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _now(),
+        }
         self._write()
         self.completed = False
 
@@ -179,11 +191,12 @@ class Run:
         present = {p.name: p.stat().st_size for p in self.dir.iterdir() if not p.name.startswith(".")}
         missing, unexpected = sorted(set(expected_names) - set(present)), sorted(set(present) - set(expected_names))
         if missing or unexpected:
-            raise InputError(f"{self.dir}: {len(present)} output files for {len(expected_names)} expected"
-                             + (f" (missing {', '.join(missing[:5])})" if missing else "")
-                             + (f" (unexpected {', '.join(unexpected[:5])})" if unexpected else ""))
-        self.manifest.update(status="complete", finished=_now(), output_count=len(present),
-                             outputs=dict(sorted(present.items())), **extra)
+            raise InputError(
+                f"{self.dir}: {len(present)} output files for {len(expected_names)} expected"
+                + (f" (missing {', '.join(missing[:5])})" if missing else "")
+                + (f" (unexpected {', '.join(unexpected[:5])})" if unexpected else "")
+            )
+        self.manifest.update(status="complete", finished=_now(), output_count=len(present), outputs=dict(sorted(present.items())), **extra)
         self._write()
         self.completed = True
 
@@ -194,6 +207,7 @@ def _now():
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading a run: the newest one, checked against its manifest.
+
 
 class OpenRun:
     """A run folder a reader may use: its outputs {batch index: path}, its manifest (or None) and a note saying which
@@ -217,8 +231,10 @@ def open_run(path):
     loose = list_output_files(path)
     runs = _runs_under(path)
     if loose and runs:
-        raise InputError(f"{path}: holds output files itself and run folders ({runs[-1][1].name} the newest): pass the "
-                         f"run folder you mean, or move the loose files away")
+        raise InputError(
+            f"{path}: holds output files itself and run folders ({runs[-1][1].name} the newest): pass the "
+            f"run folder you mean, or move the loose files away"
+        )
     if loose:
         return _checked(path)
     if not runs:
@@ -239,7 +255,7 @@ def _runs_under(root):
         raise InputError(f"{root}: cannot list the output folder: {err.strerror}") from None
     for entry in entries:
         if entry.name.startswith(".") and entry.name.endswith(".manifest.json"):
-            run_dir = Path(root) / entry.name[1:-len(".manifest.json")]
+            run_dir = Path(root) / entry.name[1 : -len(".manifest.json")]
             runs[run_dir] = max(runs.get(run_dir, 0), _mtime(entry.path))
         elif not entry.name.startswith(".") and entry.is_dir() and (RUN_NAME.match(entry.name) or list_output_files(entry.path)):
             runs[Path(entry.path)] = max(runs.get(Path(entry.path), 0), _mtime(entry.path))
@@ -258,10 +274,16 @@ def _checked(run_dir):
     if not manifest_file.exists():
         outputs = list_output_files(run_dir)
         if not outputs:
-            raise InputError(f"{run_dir}: the newest run folder holds no output files (the tool wrote nothing): run the "
-                             f"offline step again, or pass an older run folder yourself")
-        return OpenRun(run_dir, outputs, None, f"{run_dir} (no manifest: not written by this project, e.g. msame run "
-                                               f"by hand; read as it is, {len(outputs)} output files)")
+            raise InputError(
+                f"{run_dir}: the newest run folder holds no output files (the tool wrote nothing): run the "
+                f"offline step again, or pass an older run folder yourself"
+            )
+        return OpenRun(
+            run_dir,
+            outputs,
+            None,
+            f"{run_dir} (no manifest: not written by this project, e.g. msame run by hand; read as it is, {len(outputs)} output files)",
+        )
     manifest = _read_manifest(manifest_file)
     status = manifest.get("status")
     if status != "complete":
@@ -273,8 +295,9 @@ def _checked(run_dir):
             why = f"never completed ({started}, which is gone: killed, or stopped where it could not even record why, e.g. a full disk)"
         else:
             why = f"{status} ({manifest.get('error', 'no reason recorded')})"
-        raise InputError(f"{run_dir}: incomplete run, {why}; {written} of {manifest.get('inputs', '?')} outputs present: "
-                         f"run the offline step again")
+        raise InputError(
+            f"{run_dir}: incomplete run, {why}; {written} of {manifest.get('inputs', '?')} outputs present: run the offline step again"
+        )
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: the run folder named by {manifest_file.name} is missing")
     outputs = list_output_files(run_dir)
@@ -283,17 +306,25 @@ def _checked(run_dir):
         try:
             actual = (run_dir / name).stat().st_size
         except OSError:
-            raise InputError(f"{run_dir / name}: listed in the run's manifest but missing: the run changed after it "
-                             f"completed; run the offline step again") from None
+            raise InputError(
+                f"{run_dir / name}: listed in the run's manifest but missing: the run changed after it "
+                f"completed; run the offline step again"
+            ) from None
         if actual != size:
-            raise InputError(f"{run_dir / name}: {actual} bytes, but the run's manifest recorded {size}: the file "
-                             f"changed after the run completed")
+            raise InputError(
+                f"{run_dir / name}: {actual} bytes, but the run's manifest recorded {size}: the file changed after the run completed"
+            )
     unlisted = sorted(p.name for p in outputs.values() if p.name not in listed)
     if unlisted:
-        raise InputError(f"{run_dir}: output files not in the run's manifest ({', '.join(unlisted[:3])}): the folder "
-                         f"changed after the run completed")
-    return OpenRun(run_dir, outputs, manifest, f"{run_dir} (complete run of {manifest.get('tool', '?')}: "
-                                               f"{len(outputs)} output files checked against its manifest)")
+        raise InputError(
+            f"{run_dir}: output files not in the run's manifest ({', '.join(unlisted[:3])}): the folder changed after the run completed"
+        )
+    return OpenRun(
+        run_dir,
+        outputs,
+        manifest,
+        f"{run_dir} (complete run of {manifest.get('tool', '?')}: {len(outputs)} output files checked against its manifest)",
+    )
 
 
 def _read_manifest(path):
@@ -306,4 +337,3 @@ def _read_manifest(path):
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path}: not a run manifest of this project (format {MANIFEST_FORMAT} expected)")
     return manifest
-

@@ -4,6 +4,7 @@ Generator: 100 -> 128 -> 256 -> 512 -> 1024 -> 784, reshaped to (N, 1, 28, 28). 
 gan.py's quirk `BatchNorm1d(out, 0.8)`: the second positional argument is eps, so eps = 0.8. Every trained
 weight file was trained with it, so changing it would change every output.
 """
+
 import io
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def extract_state_dict(checkpoint, path):
                 checkpoint = inner
                 break
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise InputError(f"{path}: not a generator checkpoint (expected a state_dict of tensors, "
-                         f"or one under {', '.join(map(repr, WRAPPER_KEYS))})")
+        raise InputError(
+            f"{path}: not a generator checkpoint (expected a state_dict of tensors, or one under {', '.join(map(repr, WRAPPER_KEYS))})"
+        )
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
 
@@ -106,12 +108,18 @@ def load_generator(path, device="cpu"):
         if unexpected:
             parts.append(f"unexpected keys {short_list(unexpected)}")
         raise InputError(f"{path}: not a checkpoint of the gan.py Generator: {'; '.join(parts)}")
-    wrong_shape = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
-                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if wrong_shape:
         raise InputError(f"{path}: not a checkpoint of the gan.py Generator: wrong shapes {short_list(wrong_shape)}")
-    not_finite = [f"{k} ({int((~torch.isfinite(v)).sum())} values)" for k, v in state.items()
-                  if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    not_finite = [
+        f"{k} ({int((~torch.isfinite(v)).sum())} values)"
+        for k, v in state.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if not_finite:
         raise InputError(f"{path}: non-finite weights (NaN or Inf) in {short_list(not_finite)}: the generator would draw nothing")
     generator.load_state_dict(state, strict=False)

@@ -16,6 +16,7 @@ in <output>/.<run>.staging/. The tools die with the driver (SIGTERM or SIGKILL),
 incomplete. The combined log (each device's lines with a [device N] prefix, then a card summary that
 perf_calc.py reads) is printed and kept as <output>/.<run>.log.
 """
+
 import argparse
 import json
 import os
@@ -37,23 +38,40 @@ PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1] + "\nUnknown flags (--debug, ...) are passed to the tool.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1] + "\nUnknown flags (--debug, ...) are passed to the tool.",
+    )
     parser.add_argument("--model", required=True, help="the .om model")
     parser.add_argument("--input", required=True, help="folder of input .bin files")
     parser.add_argument("--output", required=True, help="output root")
-    parser.add_argument("--outfmt", type=str.upper, choices=["TXT", "BIN", "NPY"], default="BIN", help="output format (NPY: ais_bench only)")
+    parser.add_argument(
+        "--outfmt", type=str.upper, choices=["TXT", "BIN", "NPY"], default="BIN", help="output format (NPY: ais_bench only)"
+    )
     parser.add_argument("--device", type=parse_devices, default=[0], help="device id or comma-separated list (0,1,2,3: a 310 card)")
     parser.add_argument("--tool", choices=["msame", "ais_bench"], default="msame", help="inference tool")
     parser.add_argument("--msame", default=None, help="msame executable (else $MSAME_BIN, ./msame, then PATH)")
     parser.add_argument("--features", type=positive_int, default=LATENT_DIM, help="float32 values per input row")
-    parser.add_argument("--warmup", type=non_negative_int, default=0,
-                        help="untimed executions first: ais_bench's --warmup_count; msame has none (a warning says so)")
-    parser.add_argument("--loop", type=positive_int, default=1,
-                        help="executions of each batch: ais_bench's --loop; msame ignores it in folder mode (a warning says so)")
-    parser.add_argument("--dymBatch", type=positive_int, default=None,
-                        help="the batch of a dynamic-batch model (atc_convert.sh --dynamic_batch_size): one of its gears; every "
-                             "input must hold that many rows, and every output is checked for as many images")
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=0,
+        help="untimed executions first: ais_bench's --warmup_count; msame has none (a warning says so)",
+    )
+    parser.add_argument(
+        "--loop",
+        type=positive_int,
+        default=1,
+        help="executions of each batch: ais_bench's --loop; msame ignores it in folder mode (a warning says so)",
+    )
+    parser.add_argument(
+        "--dymBatch",
+        type=positive_int,
+        default=None,
+        help="the batch of a dynamic-batch model (atc_convert.sh --dynamic_batch_size): one of its gears; every "
+        "input must hold that many rows, and every output is checked for as many images",
+    )
     return parser
 
 
@@ -67,16 +85,19 @@ def find_msame(explicit):
     on_path = shutil.which("msame")
     if on_path:
         return [on_path]
-    raise InputError("msame not found (looked at --msame, $MSAME_BIN, ./msame and PATH): build it from Ascend/tools "
-                     "msame/ and pass --msame PATH, or use --tool ais_bench")
+    raise InputError(
+        "msame not found (looked at --msame, $MSAME_BIN, ./msame and PATH): build it from Ascend/tools "
+        "msame/ and pass --msame PATH, or use --tool ais_bench"
+    )
 
 
 def find_ais_bench():
     import importlib.util
 
     if importlib.util.find_spec("ais_bench") is None:
-        raise InputError(f"ais_bench is not importable by {sys.executable}: install its wheel (Ascend/tools ais-bench_workload) "
-                         "or use --tool msame")
+        raise InputError(
+            f"ais_bench is not importable by {sys.executable}: install its wheel (Ascend/tools ais-bench_workload) or use --tool msame"
+        )
     return [sys.executable, "-m", "ais_bench"]
 
 
@@ -106,17 +127,21 @@ def judge(tool, returncode, log, run_folders, stems, outfmt, rows):
         found.update({p.name: p for p in folder.iterdir() if p.is_file()})
     missing = [s for s in stems if output_name(tool, s, outfmt) not in found]
     if missing:
-        problems.append(f"{len(stems) - len(missing)} outputs for {len(stems)} inputs (missing {', '.join(missing[:5])}"
-                        f"{' ...' if len(missing) > 5 else ''})")
+        problems.append(
+            f"{len(stems) - len(missing)} outputs for {len(stems)} inputs (missing {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''})"
+        )
     # A tool can write an output of the wrong size and still say success (msame with --dymBatch, in some versions)
     wrong = [(name, count_output_images(found[name]), rows[s]) for s in stems if (name := output_name(tool, s, outfmt)) in found]
     wrong = [(name, images, expected) for name, images, expected in wrong if images != expected]
     if wrong:
         name, images, expected = wrong[0]
-        hint = (" (half the size: the model's output is fp16; convert with atc --output_type=FP32 or use --outfmt TXT)"
-                if outfmt == "BIN" and images * 2 == expected else "")
-        problems.append(f"{len(wrong)} outputs with the wrong number of images ({name}: {images:g} images for {expected} "
-                        f"input rows){hint}")
+        hint = (
+            " (half the size: the model's output is fp16; convert with atc --output_type=FP32 or use --outfmt TXT)"
+            if outfmt == "BIN" and images * 2 == expected
+            else ""
+        )
+        problems.append(f"{len(wrong)} outputs with the wrong number of images ({name}: {images:g} images for {expected} input rows){hint}")
     return problems, found
 
 
@@ -163,12 +188,26 @@ def start_tools(tool_command, args, model, shares, staging):
         out.mkdir(parents=True)
         for path in share:
             (inputs / path.name).symlink_to(path.resolve())
-        command = tool_command + ["--model", str(model.resolve()), "--input", str(inputs), "--output", str(out),
-                                  "--outfmt", args.outfmt, "--device", str(device), *measurement_flags(args),
-                                  *(["--dymBatch", str(args.dymBatch)] if args.dymBatch else []), *getattr(args, "unknown", [])]
+        command = tool_command + [
+            "--model",
+            str(model.resolve()),
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--outfmt",
+            args.outfmt,
+            "--device",
+            str(device),
+            *measurement_flags(args),
+            *(["--dymBatch", str(args.dymBatch)] if args.dymBatch else []),
+            *getattr(args, "unknown", []),
+        ]
         log_file = open(staging / f"device{device}.log", "w")
-        processes[device] = (subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True,
-                                              preexec_fn=lambda: die_with_parent(driver_pid)), log_file)
+        processes[device] = (
+            subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: die_with_parent(driver_pid)),
+            log_file,
+        )
         print(f"[INFO] device {device}: {len(share)} file(s): {shlex.join(command)}", flush=True)
     return processes
 
@@ -225,16 +264,27 @@ def main(args):
     all_stems = [input_stem(args.tool, p) for p in files]
     rows_by_stem = dict(zip(all_stems, rows))
     if len(set(all_stems)) != len(all_stems):
-        raise InputError(f"{input_folder}: two input files give the same output name (same name before the "
-                         f"{'last' if args.tool == 'msame' else 'first'} '.'): rename them")
+        raise InputError(
+            f"{input_folder}: two input files give the same output name (same name before the "
+            f"{'last' if args.tool == 'msame' else 'first'} '.'): rename them"
+        )
     if args.tool == "msame" and (args.warmup or args.loop > 1):
-        print(f"[WARN] msame has no warm-up and ignores --loop in folder mode: --warmup {args.warmup} --loop {args.loop} "
-              f"not applied; every batch is timed once (use --tool ais_bench for both)")
+        print(
+            f"[WARN] msame has no warm-up and ignores --loop in folder mode: --warmup {args.warmup} --loop {args.loop} "
+            f"not applied; every batch is timed once (use --tool ais_bench for both)"
+        )
     devices = active_devices(args.device, len(files))
-    shares = {d: files[k::len(devices)] for k, d in enumerate(devices)}
+    shares = {d: files[k :: len(devices)] for k, d in enumerate(devices)}
 
-    with Run(args.output, tool=args.tool, model=str(model.resolve()), input=str(input_folder.resolve()), inputs=len(files),
-             outfmt=args.outfmt, devices=devices) as run:
+    with Run(
+        args.output,
+        tool=args.tool,
+        model=str(model.resolve()),
+        input=str(input_folder.resolve()),
+        inputs=len(files),
+        outfmt=args.outfmt,
+        devices=devices,
+    ) as run:
         staging = beside_run(run.dir, ".staging")
         processes = {}
         try:
@@ -247,8 +297,9 @@ def main(args):
                 out = staging / f"device{device}" / "out"
                 run_folders = [p for p in out.iterdir() if p.is_dir()]  # the root was empty before: every folder is new
                 stems = [input_stem(args.tool, p) for p in shares[device]]
-                verdicts[device], outputs[device] = judge(args.tool, returncode, logs[device], run_folders, stems, args.outfmt,
-                                                          rows_by_stem)
+                verdicts[device], outputs[device] = judge(
+                    args.tool, returncode, logs[device], run_folders, stems, args.outfmt, rows_by_stem
+                )
         finally:
             stop(processes)
 
@@ -261,8 +312,10 @@ def main(args):
             combined += [f"[ERROR] device {d}: {'; '.join(v)}" for d, v in failed.items()]
             write_bytes_atomic(staging / "run.log", ("\n".join(combined) + "\n").encode())
             print("\n".join(combined))
-            raise InputError(f"{args.tool} failed on device(s) {', '.join(map(str, failed))}: {'; '.join(failed[min(failed)])}; "
-                             f"run {run.dir.name} marked failed, logs and partial outputs kept in {staging}")
+            raise InputError(
+                f"{args.tool} failed on device(s) {', '.join(map(str, failed))}: {'; '.join(failed[min(failed)])}; "
+                f"run {run.dir.name} marked failed, logs and partial outputs kept in {staging}"
+            )
 
         for device in devices:
             for name, path in outputs[device].items():
@@ -273,8 +326,11 @@ def main(args):
                 os.replace(summary, beside_run(run.dir, f".device{device}_summary.json"))
         expected = [output_name(args.tool, stem, args.outfmt) for stem in all_stems]
         run.complete(expected)
-        combined += [f"[INFO] {len(expected)} outputs for {len(files)} inputs, gathered in {run.dir}", str(run.dir),
-                     "[INFO] Execute sample success (every device's log and output checked)"]
+        combined += [
+            f"[INFO] {len(expected)} outputs for {len(files)} inputs, gathered in {run.dir}",
+            str(run.dir),
+            "[INFO] Execute sample success (every device's log and output checked)",
+        ]
         log_path = beside_run(run.dir, ".log")
         write_bytes_atomic(log_path, ("\n".join(combined) + "\n").encode())
     remove_staging(staging)

@@ -20,6 +20,7 @@ layout. The intra-op thread count is chosen by a short measurement at start-up o
 candidate timed in a few blocks, the fastest kept and printed); --threads N fixes it. Needs numpy
 and onnxruntime only.
 """
+
 import argparse
 import json
 import multiprocessing
@@ -32,8 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import (InputError, Interrupted, die_with_parent, describe_os_error, install_signal_handlers, non_negative_int,
-                     positive_int, refuse_overlap, run_main)
+from gan_cli import (
+    InputError,
+    Interrupted,
+    describe_os_error,
+    die_with_parent,
+    install_signal_handlers,
+    non_negative_int,
+    positive_int,
+    refuse_overlap,
+    run_main,
+)
 from gan_io import format_msame_txt, onnx_session, read_bytes, write_bytes_atomic
 from gan_perf import latency_stats, stats_lines
 from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
@@ -42,27 +52,44 @@ RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("--model", required=True, help="ONNX model (GAN.onnx)")
     parser.add_argument("--input", required=True, help="folder of input .bin files (folder mode) or one .bin file (file mode)")
     parser.add_argument("--output", required=True, help="output root; each run writes into a new run folder under it")
     parser.add_argument("--outfmt", type=str.upper, choices=["TXT", "BIN"], default="BIN", help="output file format (default: BIN)")
-    parser.add_argument("--loop", type=positive_int, default=1,
-                        help="executions of each batch (file mode: 1..100, msame's range); outputs are written once (default: 1)")
-    parser.add_argument("--warmup", type=non_negative_int, default=0,
-                        help="executions per worker before timing starts, excluded from every figure (default: 0, as msame)")
-    parser.add_argument("--device", type=parse_devices, default=[0],
-                        help="device id, or a comma-separated list: one worker process per device, files split between them")
-    parser.add_argument("--threads", type=non_negative_int, default=0,
-                        help="ONNX Runtime intra-op threads per worker (default 0: chosen by measurement at start-up)")
+    parser.add_argument(
+        "--loop",
+        type=positive_int,
+        default=1,
+        help="executions of each batch (file mode: 1..100, msame's range); outputs are written once (default: 1)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=0,
+        help="executions per worker before timing starts, excluded from every figure (default: 0, as msame)",
+    )
+    parser.add_argument(
+        "--device",
+        type=parse_devices,
+        default=[0],
+        help="device id, or a comma-separated list: one worker process per device, files split between them",
+    )
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="ONNX Runtime intra-op threads per worker (default 0: chosen by measurement at start-up)",
+    )
     return parser
 
 
 def thread_candidates(workers=1):
     """Thread counts worth trying per worker: 1, powers of two, and every core the worker may use."""
     most = max(1, (os.cpu_count() or 1) // workers)
-    return sorted({1, most} | {2 ** k for k in range(1, most.bit_length()) if 2 ** k < most})
+    return sorted({1, most} | {2**k for k in range(1, most.bit_length()) if 2**k < most})
 
 
 def choose_threads(model_bytes, batch, candidates, cycles=3, block_ms=5.0, name=None, ready=None):
@@ -97,8 +124,7 @@ def model_signature(session, model_path):
     """(input name, features per row, fixed batch or None) of a single-input model."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
-        raise InputError(f"{model_path}: expected one input of shape (batch, features), found "
-                         f"{[(i.name, i.shape) for i in inputs]}")
+        raise InputError(f"{model_path}: expected one input of shape (batch, features), found {[(i.name, i.shape) for i in inputs]}")
     batch = inputs[0].shape[0]
     return inputs[0].name, inputs[0].shape[1], batch if isinstance(batch, int) else None
 
@@ -147,8 +173,9 @@ class Runner:
         candidates = thread_candidates(workers)
         if len(candidates) > 1:
             batch = np.asarray(batch, np.float32).reshape(-1, self.features)
-            self.threads, session, self.thread_probe = choose_threads(self._content, batch, candidates, name=self.model_path,
-                                                                      ready={self.threads: self.session})
+            self.threads, session, self.thread_probe = choose_threads(
+                self._content, batch, candidates, name=self.model_path, ready={self.threads: self.session}
+            )
             self._use(session)
         return self
 
@@ -238,9 +265,22 @@ def run_workers(model_path, threads, shares, run_dir, outfmt, loop, warmup):
     try:
         for share in shares:
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=_worker, daemon=True, args=(sender, str(model_path), threads, [str(f) for f in share],
-                                                                         str(run_dir), outfmt, loop, warmup, len(shares),
-                                                                         os.getpid()))
+            process = context.Process(
+                target=_worker,
+                daemon=True,
+                args=(
+                    sender,
+                    str(model_path),
+                    threads,
+                    [str(f) for f in share],
+                    str(run_dir),
+                    outfmt,
+                    loop,
+                    warmup,
+                    len(shares),
+                    os.getpid(),
+                ),
+            )
             process.start()
             sender.close()
             workers.append((process, receiver))
@@ -290,8 +330,9 @@ def main(args):
     if file_mode and not 1 <= args.loop <= 100:
         raise InputError(f"--loop {args.loop}: expected 1..100 in file mode (msame's range)")
     if file_mode and len(args.device) > 1:
-        raise InputError(f"{input_path}: file mode runs one file on one device; pass an input folder to use --device "
-                         f"{','.join(map(str, args.device))}")
+        raise InputError(
+            f"{input_path}: file mode runs one file on one device; pass an input folder to use --device {','.join(map(str, args.device))}"
+        )
     refuse_overlap([("--model", model_path), ("--input", input_path)], [("--output", args.output)])
     files = [input_path] if file_mode else list_inputs(input_path)
     stems = {}
@@ -308,20 +349,33 @@ def main(args):
     stem = model_path.stem if file_mode else None
     expected = [n for p in files for n in output_names(stem or input_stem(p), len(runner.output_names), args.outfmt)]
 
-    with Run(args.output, tool="onnxruntime", model=str(model_path.resolve()), input=str(input_path.resolve()),
-             inputs=len(files), outfmt=args.outfmt, devices=devices, warmup=args.warmup, loop=args.loop) as run:
+    with Run(
+        args.output,
+        tool="onnxruntime",
+        model=str(model_path.resolve()),
+        input=str(input_path.resolve()),
+        inputs=len(files),
+        outfmt=args.outfmt,
+        devices=devices,
+        warmup=args.warmup,
+        loop=args.loop,
+    ) as run:
         print(RUNNER_MARKER)
-        print(f"[INFO] model {model_path.name}, batch size {batch_sizes[0] if len(batch_sizes) == 1 else batch_sizes}, "
-              f"{len(files)} input file(s), {len(devices)} worker(s)")
-        print(f"[INFO] warm-up: {args.warmup} execution(s) per worker before timing, excluded from every figure; "
-              f"loop: each batch executed {args.loop} time(s), its output written once")
+        print(
+            f"[INFO] model {model_path.name}, batch size {batch_sizes[0] if len(batch_sizes) == 1 else batch_sizes}, "
+            f"{len(files)} input file(s), {len(devices)} worker(s)"
+        )
+        print(
+            f"[INFO] warm-up: {args.warmup} execution(s) per worker before timing, excluded from every figure; "
+            f"loop: each batch executed {args.loop} time(s), its output written once"
+        )
         if len(devices) == 1:
             print(f"[INFO] threads per worker: {runner.describe_threads()}")
             times, nonfinite = runner.run_files(files, run.dir, args.outfmt, args.loop, args.warmup, stem=stem)
             per_worker = {devices[0]: times}
             print_averages(times, folder_mode=not file_mode)
         else:
-            shares = [files[d::len(devices)] for d in range(len(devices))]
+            shares = [files[d :: len(devices)] for d in range(len(devices))]
             results = run_workers(model_path, args.threads, shares, run.dir, args.outfmt, args.loop, args.warmup)
             per_worker = {device: result[0] for device, result in zip(devices, results)}
             for device, share, (device_times, _, threads) in zip(devices, shares, results):
@@ -339,8 +393,10 @@ def main(args):
         if len(devices) > 1:
             print(f"[INFO] summary throughput: {sum(throughputs.values()):.3f} (sum over {len(devices)} workers)")
         if nonfinite:
-            print(f"[WARN] outputs holding non-finite values (NaN or Inf): {len(nonfinite)} of {len(expected)} "
-                  f"({', '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''})")
+            print(
+                f"[WARN] outputs holding non-finite values (NaN or Inf): {len(nonfinite)} of {len(expected)} "
+                f"({', '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''})"
+            )
         else:
             print(f"[INFO] outputs holding non-finite values (NaN or Inf): 0 of {len(expected)}")
         write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs)
@@ -354,11 +410,19 @@ def write_summary(run, args, files, expected, card, times, batch, per_worker, th
     so tools that read ais_bench's summaries read this one; "tool" says what really ran."""
     per_file = len(expected) // len(files)
     summary = {
-        "filesinfo": {i: {"infiles": [str(f)], "outfiles": [str(run.dir / n) for n in expected[i * per_file:(i + 1) * per_file]]}
-                      for i, f in enumerate(files)},
-        "args": sys.argv, "tool": "onnxruntime (CPU): compute_time stored under ais_bench's NPU_compute_time",
-        "NPU_compute_time": card, "throughput": 1000 * batch / card["mean"], "npu_compute_time_list": times,
-        "batchsize": batch, "warmup": args.warmup, "loop": args.loop, "workers": len(per_worker),
+        "filesinfo": {
+            i: {"infiles": [str(f)], "outfiles": [str(run.dir / n) for n in expected[i * per_file : (i + 1) * per_file]]}
+            for i, f in enumerate(files)
+        },
+        "args": sys.argv,
+        "tool": "onnxruntime (CPU): compute_time stored under ais_bench's NPU_compute_time",
+        "NPU_compute_time": card,
+        "throughput": 1000 * batch / card["mean"],
+        "npu_compute_time_list": times,
+        "batchsize": batch,
+        "warmup": args.warmup,
+        "loop": args.loop,
+        "workers": len(per_worker),
         "per_worker": {str(d): dict(latency_stats(t), throughput=throughputs[d]) for d, t in per_worker.items()},
         "pid": os.getpid(),
     }

@@ -17,6 +17,7 @@ such as GAN_bs16.om, trtexec's --shapes, ais_bench's summary, the runner's own l
 log is compared with the baseline of the same batch: the ModelZoo rule asks for at least 0.5 x its fps.
 Needs no torch and no onnxruntime (numpy, through gan_io.py).
 """
+
 import argparse
 import json
 import os
@@ -28,8 +29,12 @@ from pathlib import Path
 from gan_cli import InputError, check_output_file, refuse_overlap, run_main
 from gan_perf import latency_stats, parse_stats
 
-KNOWN_FORMATS = ("msame (folder or file mode)", "ais_bench / ais_infer (printed summary or summary JSON)",
-                 "trtexec 7.x or 8.x-10.x", "this project's ONNX Runtime runner (msame_onnxruntime.py)")
+KNOWN_FORMATS = (
+    "msame (folder or file mode)",
+    "ais_bench / ais_infer (printed summary or summary JSON)",
+    "trtexec 7.x or 8.x-10.x",
+    "this project's ONNX Runtime runner (msame_onnxruntime.py)",
+)
 DEFAULT_CHIPS = {"msame": 4, "ais_bench": 1, "trtexec": 1, "onnxruntime": 1}
 RUNNER_MARKER = "ONNX Runtime runner with msame's interface"
 NUMBER = r"(\S+?)"
@@ -53,8 +58,9 @@ CARD_DEVICES = re.compile(r"card summary: (\d+) devices")  # run_msame.sh's card
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("--log", action="append", required=True, help="a tool's log (repeat for several)")
     parser.add_argument("--batch_size", type=int, default=None, help="batch size of every --log (default: read from the log)")
     parser.add_argument("--chips", type=int, default=None, help="chips per card (default: 4 for msame, else 1)")
@@ -135,8 +141,15 @@ def _parse_msame_like(path, text, tool):
         raise InputError(f"{path}: truncated {tool} log: per-run 'Inference time' lines but no 'Inference average time' line")
     # The last average line is the whole run's (a card run prints each chip's first, with a prefix).
     spacing, value = averages[-1]
-    result = {"tool": tool, "mode": "folder" if spacing else "file", "latency_ms": _latency(path, value),
-              "batch_size": _batch_from_names(text), "chips": None, "p50_ms": None, "p99_ms": None}
+    result = {
+        "tool": tool,
+        "mode": "folder" if spacing else "file",
+        "latency_ms": _latency(path, value),
+        "batch_size": _batch_from_names(text),
+        "chips": None,
+        "p50_ms": None,
+        "p99_ms": None,
+    }
     blocks = BLOCK.findall(text)
     if blocks:  # the runner's own block (the card's, pooled, comes last)
         result.update(_spread(parse_stats(blocks[-1])), distribution="compute_time block")
@@ -144,8 +157,9 @@ def _parse_msame_like(path, text, tool):
         calls = [float(v) for v in PER_CALL.findall(text)]
         if len(calls) >= 2:  # msame's per-call lines are a distribution too (6 significant digits)
             stats = latency_stats(calls)
-            result.update(p50_ms=stats["median"], p99_ms=stats["percentile(99%)"],
-                          distribution=f"{len(calls)} per-call 'Inference time' lines")
+            result.update(
+                p50_ms=stats["median"], p99_ms=stats["percentile(99%)"], distribution=f"{len(calls)} per-call 'Inference time' lines"
+            )
     if tool == "onnxruntime":
         match = RUNNER_BATCH.search(text)
         if match:
@@ -169,8 +183,14 @@ def _parse_ais_text(path, text):
         throughput = AIS_THROUGHPUT.search(text)
         if throughput:  # 2022-06/07 wording carries no batch: recover it from its own formula
             batch = round(float(throughput.group(1)) * latencies[0] / 1000)
-    result = {"tool": "ais_bench", "latency_ms": sum(latencies) / len(latencies), "batch_size": batch or _batch_from_names(text),
-              "chips": len(set(AIS_DEVICES.findall(text))) or None, "p50_ms": None, "p99_ms": None}
+    result = {
+        "tool": "ais_bench",
+        "latency_ms": sum(latencies) / len(latencies),
+        "batch_size": batch or _batch_from_names(text),
+        "chips": len(set(AIS_DEVICES.findall(text))) or None,
+        "p50_ms": None,
+        "p99_ms": None,
+    }
     pooled = BLOCK.findall(text)
     if pooled:  # a card run of msame_driver.py: every device's per-call list pooled
         stats = parse_stats(pooled[-1])
@@ -186,8 +206,9 @@ def _parse_ais_json(path, text):
         times = summary["NPU_compute_time"]
         mean = times["mean"]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError(f"{path}: JSON but not an ais_bench summary (expected NPU_compute_time.mean); "
-                         f"known formats: {'; '.join(KNOWN_FORMATS)}") from None
+        raise InputError(
+            f"{path}: JSON but not an ais_bench summary (expected NPU_compute_time.mean); known formats: {'; '.join(KNOWN_FORMATS)}"
+        ) from None
     latency = _latency(path, str(mean))
     batch = None
     argv = summary.get("args")
@@ -200,10 +221,15 @@ def _parse_ais_json(path, text):
     elif isinstance(summary.get("throughput"), (int, float)):
         batch = round(summary["throughput"] * latency / 1000)
     ours = str(summary.get("tool", "")).startswith("onnxruntime")  # this project's runner writes the same layout
-    return {"tool": "onnxruntime" if ours else "ais_bench", "latency_ms": latency,
-            "batch_size": batch or _batch_from_names(argv_text), "chips": summary.get("workers") if ours else None,
-            "p50_ms": _number(times.get("median")), "p99_ms": _number(times.get("percentile(99%)")),
-            "distribution": "summary JSON"}
+    return {
+        "tool": "onnxruntime" if ours else "ais_bench",
+        "latency_ms": latency,
+        "batch_size": batch or _batch_from_names(argv_text),
+        "chips": summary.get("workers") if ours else None,
+        "p50_ms": _number(times.get("median")),
+        "p99_ms": _number(times.get("percentile(99%)")),
+        "distribution": "summary JSON",
+    }
 
 
 def _number(value):
@@ -223,7 +249,7 @@ def _parse_trtexec(path, text):
         if not mean:
             raise InputError(f"{path}: truncated trtexec log: 'GPU Compute' but no mean line after it")
         version, value = "7", mean.group(1)
-        block = text[header.end():]
+        block = text[header.end() :]
         median = TRT7_MEDIAN.search(block)
         stats = {"median": float(median.group(1))} if median else {}
         for percentile_value, quantile in TRT7_PERCENTILE.findall(block)[:1]:
@@ -231,8 +257,15 @@ def _parse_trtexec(path, text):
         spread = _spread(stats)
     shapes = TRT_SHAPES.search(text)
     batch = int(shapes.group(1)) if shapes else _batch_from_names(text)
-    return {"tool": "trtexec", "version": version, "latency_ms": _latency(path, value), "batch_size": batch, "chips": None,
-            **spread, "distribution": "GPU Compute" if spread["p50_ms"] is not None else None}
+    return {
+        "tool": "trtexec",
+        "version": version,
+        "latency_ms": _latency(path, value),
+        "batch_size": batch,
+        "chips": None,
+        **spread,
+        "distribution": "GPU Compute" if spread["p50_ms"] is not None else None,
+    }
 
 
 def throughput(path, batch_size=None, chips=None):
@@ -278,12 +311,16 @@ def main(args):
         return 0
     print(f"{'log':<28} {'tool':<11} {'batch':>5} {'chips':>5} {'latency_ms':>11} {'p50_ms':>10} {'p99_ms':>10} {'fps':>14}")
     for row in rows + list(baselines.values()):
-        print(f"{Path(row['log']).name[:28]:<28} {row['tool']:<11} {row['batch_size']:>5} {row['chips']:>5} "
-              f"{row['latency_ms']:>11.6g} {_ms(row['p50_ms']):>10} {_ms(row['p99_ms']):>10} {row['fps']:>14.3f}")
+        print(
+            f"{Path(row['log']).name[:28]:<28} {row['tool']:<11} {row['batch_size']:>5} {row['chips']:>5} "
+            f"{row['latency_ms']:>11.6g} {_ms(row['p50_ms']):>10} {_ms(row['p99_ms']):>10} {row['fps']:>14.3f}"
+        )
     for row in rows:
         if "ratio" in row:
-            print(f"{Path(row['log']).name}: {row['fps']:.3f} / {row['baseline_fps']:.3f} = {row['ratio']:.3f} x baseline "
-                  f"at batch {row['batch_size']}: {row['verdict']} (ModelZoo rule: >= 0.5)")
+            print(
+                f"{Path(row['log']).name}: {row['fps']:.3f} / {row['baseline_fps']:.3f} = {row['ratio']:.3f} x baseline "
+                f"at batch {row['batch_size']}: {row['verdict']} (ModelZoo rule: >= 0.5)"
+            )
         elif "verdict" in row:
             print(f"{Path(row['log']).name}: {row['verdict']}")
     return 1 if any(row.get("verdict") == "FAIL" for row in rows) else 0

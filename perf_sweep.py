@@ -16,6 +16,7 @@ Each batch size runs the offline step (run_msame.sh: ONNX Runtime for an .onnx, 
   logs/       each batch size's log; the inputs and outputs are removed unless --keep_work
 Needs numpy and matplotlib, no torch.
 """
+
 import argparse
 import json
 import os
@@ -35,21 +36,31 @@ HERE = Path(__file__).resolve().parent
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("--model", required=True, help="GAN.onnx, GAN_bs{N}.om (N replaced by each batch size) or a dynamic-batch .om")
-    parser.add_argument("--batch_sizes", type=batch_sizes, default="1,4,8,16,32,64",
-                        help="comma-separated batch sizes (default: the guide's six)")
+    parser.add_argument(
+        "--batch_sizes", type=batch_sizes, default="1,4,8,16,32,64", help="comma-separated batch sizes (default: the guide's six)"
+    )
     parser.add_argument("--output", default="sweep", help="folder for sweep.json, sweep.md, sweep.png and logs/ (default: sweep)")
     parser.add_argument("--images", type=positive_int, default=6400, help="images per batch size, rounded to whole batches (default: 6400)")
     parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed executions before each batch size's run (default: 10)")
     parser.add_argument("--loop", type=positive_int, default=1, help="executions of each batch (default: 1)")
-    parser.add_argument("--tool", choices=["msame", "ais_bench"], default=None,
-                        help="for an .om: the tool (default: msame, ais_bench for a dynamic-batch model)")
+    parser.add_argument(
+        "--tool",
+        choices=["msame", "ais_bench"],
+        default=None,
+        help="for an .om: the tool (default: msame, ais_bench for a dynamic-batch model)",
+    )
     parser.add_argument("--device", default="0", help="device id or comma-separated list, as run_msame.sh takes it (default: 0)")
-    parser.add_argument("--chips_per_card", type=positive_int, default=None,
-                        help="chips of a card for the per-card figure (default: the devices used; 4 for one chip of an .om, "
-                             "the ModelZoo rule for a 310; pass 1 for a 310P)")
+    parser.add_argument(
+        "--chips_per_card",
+        type=positive_int,
+        default=None,
+        help="chips of a card for the per-card figure (default: the devices used; 4 for one chip of an .om, "
+        "the ModelZoo rule for a 310; pass 1 for a 310P)",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors (default: 0)")
     parser.add_argument("--keep_work", action="store_true", help="keep the input vectors and the outputs of every run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,8 +100,25 @@ def run_batch(args, batch, work, logs):
     inputs = ensure_dir(work / f"inputs_bs{batch}", "input folder")
     for i in range(count):
         write_bin(inputs / f"{i}.bin", latent_batch(args.seed, i, batch))
-    command = ["bash", str(HERE / "run_msame.sh"), "--model", str(model), "--input", str(inputs), "--output", str(work / f"out_bs{batch}"),
-               "--outfmt", "BIN", "--device", args.device, "--warmup", str(args.warmup), "--loop", str(args.loop), *extra]
+    command = [
+        "bash",
+        str(HERE / "run_msame.sh"),
+        "--model",
+        str(model),
+        "--input",
+        str(inputs),
+        "--output",
+        str(work / f"out_bs{batch}"),
+        "--outfmt",
+        "BIN",
+        "--device",
+        args.device,
+        "--warmup",
+        str(args.warmup),
+        "--loop",
+        str(args.loop),
+        *extra,
+    ]
     if model.suffix == ".om":
         command += ["--tool", args.tool]
     result = subprocess.run(command, capture_output=True, text=True, errors="surrogateescape")
@@ -103,26 +131,42 @@ def run_batch(args, batch, work, logs):
     per_chip = 1000.0 * batch / figures["latency_ms"]
     devices = figures["chips"]  # the runner's workers, or the driver's devices (its card summary)
     chips = args.chips_per_card or (4 if devices == 1 and model.suffix == ".om" and soc(model) == "Ascend310" else devices)
-    return {"batch_size": batch, "batches": count, "images": count * batch, "tool": figures["tool"], "model": str(model),
-            "latency_ms": figures["latency_ms"], "p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"],
-            "images_per_s_per_chip": per_chip, "chips": chips, "images_per_s_per_card": per_chip * chips,
-            "devices_used": devices, "log": str(log)}
+    return {
+        "batch_size": batch,
+        "batches": count,
+        "images": count * batch,
+        "tool": figures["tool"],
+        "model": str(model),
+        "latency_ms": figures["latency_ms"],
+        "p50_ms": figures["p50_ms"],
+        "p99_ms": figures["p99_ms"],
+        "images_per_s_per_chip": per_chip,
+        "chips": chips,
+        "images_per_s_per_card": per_chip * chips,
+        "devices_used": devices,
+        "log": str(log),
+    }
 
 
 def markdown(rows, best, device):
     """The newer guide's layout: one row per batch size, a best-batch row, the guide's 310 and 310P3 beside."""
     ref310 = REFERENCE_SERIES["Ascend 310 card, ais_bench, newer guide"]
     ref310p = REFERENCE_SERIES["Ascend 310P3, ais_bench --loop 10, newer guide"]
-    lines = [f"| Throughput (images/s) | this run: {device} | latency mean / p50 / p99 (ms) | Ascend 310 (newer guide) | "
-             f"Ascend 310P3 (newer guide) | this run / 310 |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"| Throughput (images/s) | this run: {device} | latency mean / p50 / p99 (ms) | Ascend 310 (newer guide) | "
+        f"Ascend 310P3 (newer guide) | this run / 310 |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         b = row["batch_size"]
         spread = " / ".join("-" if row[k] is None else f"{row[k]:.4f}" for k in ("latency_ms", "p50_ms", "p99_ms"))
         ratio = f"{row['images_per_s_per_card'] / ref310[b]:.3f}" if b in ref310 else "-"
         lines.append(f"| bs{b} | {row['images_per_s_per_card']:,.2f} | {spread} | {_ref(ref310, b)} | {_ref(ref310p, b)} | {ratio} |")
     best310, best310p = max(ref310, key=ref310.get), max(ref310p, key=ref310p.get)
-    lines.append(f"| 最优batch (best) | {best['images_per_s_per_card']:,.2f} (bs{best['batch_size']}) | | "
-                 f"{ref310[best310]:,.2f} (bs{best310}) | {ref310p[best310p]:,.2f} (bs{best310p}) | |")
+    lines.append(
+        f"| 最优batch (best) | {best['images_per_s_per_card']:,.2f} (bs{best['batch_size']}) | | "
+        f"{ref310[best310]:,.2f} (bs{best310}) | {ref310p[best310p]:,.2f} (bs{best310p}) | |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -142,8 +186,16 @@ def plot(rows, best, device, path):
         ax.plot(list(series), list(series.values()), marker=marker, linestyle="--", linewidth=1, alpha=0.7, label=label)
     xs = [r["batch_size"] for r in rows]
     ax.plot(xs, [r["images_per_s_per_card"] for r in rows], marker="o", linewidth=2.5, color="black", label=f"this run: {device}")
-    ax.plot([best["batch_size"]], [best["images_per_s_per_card"]], marker="*", markersize=18, color="gold",
-            markeredgecolor="black", linestyle="none", label=f"best batch of this run: bs{best['batch_size']}")
+    ax.plot(
+        [best["batch_size"]],
+        [best["images_per_s_per_card"]],
+        marker="*",
+        markersize=18,
+        color="gold",
+        markeredgecolor="black",
+        linestyle="none",
+        label=f"best batch of this run: bs{best['batch_size']}",
+    )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(sorted(set(xs) | {1, 4, 8, 16, 32, 64}))
@@ -184,16 +236,27 @@ def main(args):
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
     best = max(rows, key=lambda r: r["images_per_s_per_card"])
-    result = {"model": args.model, "device": device, "images": args.images, "warmup": args.warmup, "loop": args.loop,
-              "seed": args.seed, "rows": rows, "best_batch": best["batch_size"], "best_images_per_s_per_card": best["images_per_s_per_card"],
-              "reference_series_images_per_s_per_card": {k: {str(b): v for b, v in s.items()} for k, s in REFERENCE_SERIES.items()}}
+    result = {
+        "model": args.model,
+        "device": device,
+        "images": args.images,
+        "warmup": args.warmup,
+        "loop": args.loop,
+        "seed": args.seed,
+        "rows": rows,
+        "best_batch": best["batch_size"],
+        "best_images_per_s_per_card": best["images_per_s_per_card"],
+        "reference_series_images_per_s_per_card": {k: {str(b): v for b, v in s.items()} for k, s in REFERENCE_SERIES.items()},
+    }
     write_bytes_atomic(output / "sweep.json", (json.dumps(result, indent=1) + "\n").encode())
     table = markdown(rows, best, device)
     write_bytes_atomic(output / "sweep.md", table.encode())
     plot(rows, best, device, output / "sweep.png")
     print(table, end="")
-    print(f"best batch: {best['batch_size']} ({best['images_per_s_per_card']:,.0f} images/s per card); wrote "
-          f"{output / 'sweep.json'}, {output / 'sweep.md'}, {output / 'sweep.png'} ({time.perf_counter() - started:.1f} s)")
+    print(
+        f"best batch: {best['batch_size']} ({best['images_per_s_per_card']:,.0f} images/s per card); wrote "
+        f"{output / 'sweep.json'}, {output / 'sweep.md'}, {output / 'sweep.png'} ({time.perf_counter() - started:.1f} s)"
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 Nothing here needs ../shared or a network: every input is built by the tests themselves.
 """
+
 import os
 import subprocess
 import sys
@@ -85,8 +86,18 @@ def onnx_model(checkpoint, tmp_path_factory):
 def testdata(checkpoint, tmp_path_factory):
     """3 batches of 4: (online folder, offline folder)."""
     root = tmp_path_factory.mktemp("testdata")
-    run_script("GAN_testdata.py", f"--online_path={root / 'images'}", f"--offline_path={root / 'vectors'}",
-               f"--pth_path={checkpoint}", "--iters", "3", "--batch_size", "4", "--seed", "0")
+    run_script(
+        "GAN_testdata.py",
+        f"--online_path={root / 'images'}",
+        f"--offline_path={root / 'vectors'}",
+        f"--pth_path={checkpoint}",
+        "--iters",
+        "3",
+        "--batch_size",
+        "4",
+        "--seed",
+        "0",
+    )
     return root / "images", root / "vectors"
 
 
@@ -98,7 +109,10 @@ def latent(rows, seed=0):
 def pipeline_workdir(checkpoint, tmp_path_factory):
     """run_pipeline.sh on 3 batches of 4 with the test checkpoint: (workdir, its stdout)."""
     workdir = tmp_path_factory.mktemp("pipeline") / "work"
-    result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir),
-                             "--iters", "3", "--batch_size", "4"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir), "--iters", "3", "--batch_size", "4"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return workdir, result.stdout

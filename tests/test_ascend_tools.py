@@ -1,4 +1,5 @@
 """atc_convert.sh and run_msame.sh on .om models, against the test doubles in tests/doubles/ (NOT the real tools)."""
+
 import json
 import os
 import re
@@ -43,30 +44,82 @@ def om_models(onnx_model, tmp_path_factory):
 def test_dry_run_prints_the_three_commands(onnx_model):
     result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dry_run", env=env_without_tools())
     lines = result.stdout.strip().splitlines()
-    assert lines == [f'atc --model={onnx_model} --framework=5 --output=GAN_bs{b} --input_format=NCHW --input_shape=Z:{b},100 '
-                     f"--log=error --soc_version=Ascend310" for b in (1, 16, 64)]
+    assert lines == [
+        f"atc --model={onnx_model} --framework=5 --output=GAN_bs{b} --input_format=NCHW --input_shape=Z:{b},100 "
+        f"--log=error --soc_version=Ascend310"
+        for b in (1, 16, 64)
+    ]
 
 
 def test_input_name_and_size_come_from_the_onnx_file(tmp_path):
     path = tmp_path / "other.onnx"
-    torch.onnx.export(torch.nn.Linear(64, 8), torch.zeros(1, 64), str(path), input_names=["latent"], opset_version=11,
-                      dynamic_axes={"latent": {0: "batch"}}, dynamo=False)
-    result = run_script("atc_convert.sh", "--onnx", str(path), "--dry_run", "--batch_sizes", "4", "--precision_mode",
-                        "must_keep_origin_dtype", "--soc_version", "Ascend310P3")
-    assert result.stdout.strip() == (f'atc --model={path} --framework=5 --output=GAN_bs4 --input_format=NCHW '
-                                     f'--input_shape=latent:4,64 --log=error --soc_version=Ascend310P3 '
-                                     f'--precision_mode=must_keep_origin_dtype')
+    torch.onnx.export(
+        torch.nn.Linear(64, 8),
+        torch.zeros(1, 64),
+        str(path),
+        input_names=["latent"],
+        opset_version=11,
+        dynamic_axes={"latent": {0: "batch"}},
+        dynamo=False,
+    )
+    result = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(path),
+        "--dry_run",
+        "--batch_sizes",
+        "4",
+        "--precision_mode",
+        "must_keep_origin_dtype",
+        "--soc_version",
+        "Ascend310P3",
+    )
+    assert result.stdout.strip() == (
+        f"atc --model={path} --framework=5 --output=GAN_bs4 --input_format=NCHW "
+        f"--input_shape=latent:4,64 --log=error --soc_version=Ascend310P3 "
+        f"--precision_mode=must_keep_origin_dtype"
+    )
 
 
 def test_conversion_judged_by_log_and_file(onnx_model, tmp_path):
-    ok = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "A_bs"), "--batch_sizes", "1",
-                    env=env_with(ATC_DOUBLE_SUFFIX="1"))
-    assert (tmp_path / "A_bs1_linux_x86_64.om").is_file() and "A_bs1_linux_x86_64.om" in ok.stdout and (tmp_path / "A_bs1.atc.log").is_file()
-    no_om = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "B_bs"), "--batch_sizes", "1 16",
-                       env=env_with(ATC_DOUBLE_NO_OM="1"), check=False)
+    ok = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--output_prefix",
+        str(tmp_path / "A_bs"),
+        "--batch_sizes",
+        "1",
+        env=env_with(ATC_DOUBLE_SUFFIX="1"),
+    )
+    assert (
+        (tmp_path / "A_bs1_linux_x86_64.om").is_file() and "A_bs1_linux_x86_64.om" in ok.stdout and (tmp_path / "A_bs1.atc.log").is_file()
+    )
+    no_om = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--output_prefix",
+        str(tmp_path / "B_bs"),
+        "--batch_sizes",
+        "1 16",
+        env=env_with(ATC_DOUBLE_NO_OM="1"),
+        check=False,
+    )
     assert no_om.returncode == 1 and no_om.stdout.count("printed success but wrote no new .om") == 2
-    bad_soc = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "C_bs"), "--batch_sizes", "1",
-                         "--soc_version", "Ascend999", env=env_with(), check=False)
+    bad_soc = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--output_prefix",
+        str(tmp_path / "C_bs"),
+        "--batch_sizes",
+        "1",
+        "--soc_version",
+        "Ascend999",
+        env=env_with(),
+        check=False,
+    )
     assert bad_soc.returncode == 1 and "Soc version [Ascend999] is invalid" in bad_soc.stdout
 
 
@@ -78,18 +131,32 @@ def test_atc_missing_and_found_through_set_env(onnx_model, tmp_path):
     (toolkit / "set_env.sh").write_text(f'export PATH="{DOUBLES}:$PATH"\n')
     env = env_without_tools()
     env["ASCEND_TOOLKIT_HOME"] = str(toolkit)
-    found = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "G_bs"), "--batch_sizes", "1", env=env)
+    found = run_script(
+        "atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "G_bs"), "--batch_sizes", "1", env=env
+    )
     assert (tmp_path / "G_bs1.om").is_file() and "ATC run success" in found.stdout
 
 
 def msame_run(om_models, vectors, out, *extra, **env):
-    return run_script("run_msame.sh", "--model", str(om_models / "GAN_bs4.om"), "--input", str(vectors), "--output", str(out),
-                      *extra, env=env_with(**env), check=False)
+    return run_script(
+        "run_msame.sh",
+        "--model",
+        str(om_models / "GAN_bs4.om"),
+        "--input",
+        str(vectors),
+        "--output",
+        str(out),
+        *extra,
+        env=env_with(**env),
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def om_bs4(onnx_model, om_models):
-    run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(om_models / "GAN_bs"), "--batch_sizes", "4", env=env_with())
+    run_script(
+        "atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(om_models / "GAN_bs"), "--batch_sizes", "4", env=env_with()
+    )
     return om_models
 
 
@@ -104,8 +171,9 @@ def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir())[-1] == run.name, "upstream's last sorted entry is the run"
     manifest = json.loads((tmp_path / "out" / f".{run.name}.manifest.json").read_text())
     assert (manifest["status"], manifest["tool"], manifest["output_count"]) == ("complete", "msame", 3)
-    fp16 = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16",
-                      "--diff_image", "")
+    fp16 = run_script(
+        "GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16", "--diff_image", ""
+    )
     assert "PASS: fp16" in fp16.stdout, "atc's default force_fp16 output passes the fp16 preset"
     fp32 = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", "", check=False)
     assert fp32.returncode == 1, "...and is rightly refused by the fp32 preset"
@@ -136,18 +204,48 @@ def test_fewer_outputs_than_inputs_is_a_failure(om_bs4, testdata, tmp_path):
 
 def test_wrong_batch_model_is_a_failure(om_models, testdata, tmp_path):
     _, vectors = testdata  # batches of 4 into a batch-16 model: msame reports [ERROR] per file and still exits 0
-    result = run_script("run_msame.sh", "--model", str(om_models / "GAN_bs16.om"), "--input", str(vectors), "--output",
-                        str(tmp_path / "out"), env=env_with(), check=False)
+    result = run_script(
+        "run_msame.sh",
+        "--model",
+        str(om_models / "GAN_bs16.om"),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "out"),
+        env=env_with(),
+        check=False,
+    )
     assert result.returncode == 1 and "0 outputs for 3 inputs" in result.stderr
 
 
 def test_msame_missing(om_bs4, testdata, tmp_path):
     _, vectors = testdata
-    result = run_script("run_msame.sh", "--model", str(om_bs4 / "GAN_bs4.om"), "--input", str(vectors), "--output",
-                        str(tmp_path / "out"), env=env_without_tools(), cwd=tmp_path, check=False)
+    result = run_script(
+        "run_msame.sh",
+        "--model",
+        str(om_bs4 / "GAN_bs4.om"),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "out"),
+        env=env_without_tools(),
+        cwd=tmp_path,
+        check=False,
+    )
     assert_clean_error(result, "msame not found", "$MSAME_BIN", "--tool ais_bench")
-    explicit = run_script("run_msame.sh", "--model", str(om_bs4 / "GAN_bs4.om"), "--input", str(vectors), "--output",
-                          str(tmp_path / "out"), "--msame", str(DOUBLES / "msame"), env=env_without_tools(), cwd=tmp_path)
+    explicit = run_script(
+        "run_msame.sh",
+        "--model",
+        str(om_bs4 / "GAN_bs4.om"),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "out"),
+        "--msame",
+        str(DOUBLES / "msame"),
+        env=env_without_tools(),
+        cwd=tmp_path,
+    )
     assert "3 outputs for 3 inputs" in explicit.stdout
 
 
@@ -183,8 +281,9 @@ def test_one_chip_failing_in_a_card_run(om_bs4, testdata, tmp_path):
     assert "[device 0] [INFO] pid:" in result.stdout
     (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
     staging = tmp_path / "out" / f".{run.name}.staging"
-    assert not list(run.iterdir()) and (staging / "device2.log").is_file() and (staging / "run.log").is_file(), \
+    assert not list(run.iterdir()) and (staging / "device2.log").is_file() and (staging / "run.log").is_file(), (
         "kept for inspection, not presented as a run"
+    )
     assert str(staging) in result.stderr
 
 
@@ -196,14 +295,23 @@ def test_ais_bench(om_bs4, testdata, tmp_path):
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".bin") == ["0_0.bin", "1_0.bin", "2_0.bin"]
     assert sorted(p.name for p in (tmp_path / "out").glob(".*_summary.json")) == [f".{run.name}.device{d}_summary.json" for d in (0, 1)]
     assert sorted(p.name for p in run.iterdir()) == ["0_0.bin", "1_0.bin", "2_0.bin"], "a run folder holds outputs only"
-    assert "PASS: fp16" in run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}",
-                                      "--tolerance", "fp16", "--diff_image", "").stdout
+    assert (
+        "PASS: fp16"
+        in run_script(
+            "GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16", "--diff_image", ""
+        ).stdout
+    )
     log = next((tmp_path / "out").glob("*.log"))
     row = json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]
     assert (row["tool"], row["batch_size"], row["chips"]) == ("ais_bench", 4, 2)
-    pooled = [t for d in (0, 1) for t in json.loads((tmp_path / "out" / f".{run.name}.device{d}_summary.json").read_text())
-              ["npu_compute_time_list"]]
-    assert row["latency_ms"] == pytest.approx(np.mean(pooled), abs=1e-6) and row["p99_ms"] == pytest.approx(np.percentile(pooled, 99), abs=1e-6)
+    pooled = [
+        t
+        for d in (0, 1)
+        for t in json.loads((tmp_path / "out" / f".{run.name}.device{d}_summary.json").read_text())["npu_compute_time_list"]
+    ]
+    assert row["latency_ms"] == pytest.approx(np.mean(pooled), abs=1e-6) and row["p99_ms"] == pytest.approx(
+        np.percentile(pooled, 99), abs=1e-6
+    )
     failing = msame_run(om_bs4, vectors, tmp_path / "out2", "--tool", "ais_bench", AIS_DOUBLE_FAIL_DEVICES="0")
     assert failing.returncode == 1 and "ais_bench failed on device(s) 0" in failing.stderr
 
@@ -214,16 +322,26 @@ GEARS = "1,4,8,16,32,64"
 @pytest.fixture(scope="module")
 def dynamic_om(onnx_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dyn")
-    result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", GEARS, "--dynamic_output",
-                        str(folder / "GAN_dyn"), env=env_with())
+    result = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--dynamic_batch_size",
+        GEARS,
+        "--dynamic_output",
+        str(folder / "GAN_dyn"),
+        env=env_with(),
+    )
     assert "ok" in result.stdout
     return folder / "GAN_dyn.om"
 
 
 def test_dynamic_batch_conversion(onnx_model, dynamic_om, tmp_path):
     dry = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", GEARS, "--dry_run")
-    assert dry.stdout.strip() == (f"atc --model={onnx_model} --framework=5 --output=GAN_dyn --input_format=NCHW "
-                                  f"--input_shape=Z:-1,100 --dynamic_batch_size={GEARS} --log=error --soc_version=Ascend310")
+    assert dry.stdout.strip() == (
+        f"atc --model={onnx_model} --framework=5 --output=GAN_dyn --input_format=NCHW "
+        f"--input_shape=Z:-1,100 --dynamic_batch_size={GEARS} --log=error --soc_version=Ascend310"
+    )
     record = json.loads(dynamic_om.with_name("GAN_dyn.atc.json").read_text())
     assert record["dynamic_batch_size"] == [1, 4, 8, 16, 32, 64] and record["input"] == "Z" and record["result"] == "ok"
     for gears in ("4", "0,4", ",".join(str(g) for g in range(1, 103)), "4,4", "1,4096"):
@@ -241,19 +359,68 @@ def vectors_of(folder, rows, count=3):
 @pytest.mark.parametrize("tool", ["ais_bench", "msame"])
 def test_dynamic_batch_runs_and_is_checked(dynamic_om, tmp_path, tool):
     vectors = vectors_of(tmp_path / "v8", 8)
-    ok = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "out"),
-                    "--tool", tool, "--dymBatch", "8", env=env_with())
+    ok = run_script(
+        "run_msame.sh",
+        "--model",
+        str(dynamic_om),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "out"),
+        "--tool",
+        tool,
+        "--dymBatch",
+        "8",
+        env=env_with(),
+    )
     (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
     assert all(p.stat().st_size == 8 * 784 * 4 for p in run.iterdir()) and "--dymBatch 8" in ok.stdout
-    wrong_gear = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o2"),
-                            "--tool", tool, "--dymBatch", "5", env=env_with(), check=False)
+    wrong_gear = run_script(
+        "run_msame.sh",
+        "--model",
+        str(dynamic_om),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "o2"),
+        "--tool",
+        tool,
+        "--dymBatch",
+        "5",
+        env=env_with(),
+        check=False,
+    )
     assert_clean_error(wrong_gear, "--dymBatch 5: not a gear of GAN_dyn.om", GEARS, "GAN_dyn.atc.json")
     assert not (tmp_path / "o2").exists(), "refused before anything ran"
-    wrong_rows = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o3"),
-                            "--tool", tool, "--dymBatch", "4", env=env_with(), check=False)
+    wrong_rows = run_script(
+        "run_msame.sh",
+        "--model",
+        str(dynamic_om),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "o3"),
+        "--tool",
+        tool,
+        "--dymBatch",
+        "4",
+        env=env_with(),
+        check=False,
+    )
     assert_clean_error(wrong_rows, vectors / "0.bin", "8 rows, but the model takes batches of exactly 4")
-    no_gear = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o4"),
-                         "--tool", tool, env=env_with(), check=False)
+    no_gear = run_script(
+        "run_msame.sh",
+        "--model",
+        str(dynamic_om),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "o4"),
+        "--tool",
+        tool,
+        env=env_with(),
+        check=False,
+    )
     assert_clean_error(no_gear, "a dynamic-batch model", "pass --dymBatch N")
 
 
@@ -262,14 +429,39 @@ def test_dynamic_batch_errors_the_tools_report(dynamic_om, tmp_path):
     lone.mkdir()
     shutil.copy(dynamic_om, lone / "GAN_dyn.om")  # no .atc.json beside it: only the tool can tell a wrong gear
     vectors = vectors_of(tmp_path / "v5", 5)
-    result = run_script("run_msame.sh", "--model", str(lone / "GAN_dyn.om"), "--input", str(vectors), "--output",
-                        str(tmp_path / "out"), "--tool", "ais_bench", "--dymBatch", "5", env=env_with(), check=False)
+    result = run_script(
+        "run_msame.sh",
+        "--model",
+        str(lone / "GAN_dyn.om"),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "out"),
+        "--tool",
+        "ais_bench",
+        "--dymBatch",
+        "5",
+        env=env_with(),
+        check=False,
+    )
     assert_clean_error(result, "ais_bench failed on device(s) 0", "the dymBatch parameter is not correct")
     vectors = vectors_of(tmp_path / "v4", 4)
-    ignored = run_script("run_msame.sh", "--model", str(dynamic_om), "--input", str(vectors), "--output", str(tmp_path / "o2"),
-                         "--dymBatch", "4", env=env_with(MSAME_DOUBLE_IGNORE_DYMBATCH="1"), check=False)
-    assert_clean_error(ignored, "msame failed on device(s) 0", "3 outputs with the wrong number of images",
-                              "0_output_0.bin: 64 images for 4 input rows")
+    ignored = run_script(
+        "run_msame.sh",
+        "--model",
+        str(dynamic_om),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "o2"),
+        "--dymBatch",
+        "4",
+        env=env_with(MSAME_DOUBLE_IGNORE_DYMBATCH="1"),
+        check=False,
+    )
+    assert_clean_error(
+        ignored, "msame failed on device(s) 0", "3 outputs with the wrong number of images", "0_output_0.bin: 64 images for 4 input rows"
+    )
     (run,) = [p for p in (tmp_path / "o2").iterdir() if not p.name.startswith(".")]
     assert not list(run.iterdir()) and json.loads((tmp_path / "o2" / f".{run.name}.manifest.json").read_text())["status"] == "failed"
 

@@ -1,4 +1,5 @@
 """GAN_benchmark.py prints figures, never asserts speed: here only that it runs and that its figures are consistent."""
+
 import json
 
 from conftest import run_script
@@ -6,10 +7,24 @@ from perf_calc import throughput
 
 
 def test_benchmark_json_is_consistent(checkpoint, tmp_path):
-    result = run_script("GAN_benchmark.py", "--pth", str(checkpoint), "--batch_sizes", "1,4", "--rounds", "2",
-                        "--round_seconds", "0.01", "--log_dir", str(tmp_path / "logs"), "--json")
+    result = run_script(
+        "GAN_benchmark.py",
+        "--pth",
+        str(checkpoint),
+        "--batch_sizes",
+        "1,4",
+        "--rounds",
+        "2",
+        "--round_seconds",
+        "0.01",
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--json",
+    )
     report = json.loads(result.stdout)
-    assert {(r["engine"], r["batch_size"]) for r in report["rows"]} == {(e, b) for e in ("pytorch_eager", "onnxruntime_fp32") for b in (1, 4)}
+    assert {(r["engine"], r["batch_size"]) for r in report["rows"]} == {
+        (e, b) for e in ("pytorch_eager", "onnxruntime_fp32") for b in (1, 4)
+    }
     assert abs(report["model_mflops_per_image"] - 3.007488) < 1e-6
     assert report["limit_images_per_s"] == report["matmul_peak_gflops"] * 1e9 / 3007488
     for row in report["rows"]:

@@ -1,4 +1,5 @@
 """The README's commands, pasted in order as a user would, on small sizes (3 batches of 4) with a test checkpoint."""
+
 import re
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ def readme_commands(name="README.md"):
     section = text.split("<!-- e2e:begin -->", 1)[1].split("<!-- e2e:end -->", 1)[0]
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
-        lines += [l for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#") and "# CANN host" not in l]
+        lines += [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#") and "# CANN host" not in line]
     return lines
 
 
@@ -88,17 +89,28 @@ def test_run_pipeline_sh(pipeline_workdir, checkpoint):
     assert fps and float(fps.group(1)) > 0
     assert stdout.rstrip().splitlines()[-2:] == [f"== report: {workdir}/report.html", f"== report: {workdir}/report.md"]
     steps = (workdir / "steps.tsv").read_text().splitlines()
-    assert [line.split("\t")[0] for line in steps] == ["step", "export", "testdata", "offline", "txt2jpg", "compare", "eval", "perf",
-                                                       "report"]
-    again = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir)],
-                           capture_output=True, text=True)
+    assert [line.split("\t")[0] for line in steps] == [
+        "step",
+        "export",
+        "testdata",
+        "offline",
+        "txt2jpg",
+        "compare",
+        "eval",
+        "perf",
+        "report",
+    ]
+    again = subprocess.run(
+        ["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir)], capture_output=True, text=True
+    )
     assert again.returncode == 2 and "not an empty folder" in again.stderr, "an earlier run is never overwritten"
 
 
 def test_run_pipeline_sh_stops_on_a_failing_step(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_text("not a checkpoint")
-    result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(bad), "--workdir", str(tmp_path / "w")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(bad), "--workdir", str(tmp_path / "w")], capture_output=True, text=True
+    )
     assert result.returncode != 0 and "not a readable PyTorch checkpoint" in result.stderr
     assert "== testdata" not in result.stdout

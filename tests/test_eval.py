@@ -1,4 +1,5 @@
 """GAN_eval.py: the metrics' arithmetic, and the same scores for online and offline outputs."""
+
 import json
 
 import numpy as np
@@ -50,8 +51,9 @@ def test_inception_score_confidence_and_shares():
 def test_online_and_offline_outputs_score_the_same(onnx_model, testdata, tmp_path):
     images, vectors = testdata
     run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "out"), "--outfmt", "TXT")
-    result = run_script("GAN_eval.py", "--images_path", str(images), "--images_path", str(tmp_path / "out"), "--json",
-                        env=no_torch_env(tmp_path))
+    result = run_script(
+        "GAN_eval.py", "--images_path", str(images), "--images_path", str(tmp_path / "out"), "--json", env=no_torch_env(tmp_path)
+    )
     online, offline = json.loads(result.stdout)
     assert online["images"] == offline["images"] == 12
     assert "(online)" in online["source"] and "(offline)" in offline["source"]

@@ -6,6 +6,7 @@ RLIMIT_FSIZE (ulimit -f), which fails writes with EFBIG instead of ENOSPC; `smal
 Unreadable files: the step runs under setpriv with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped, so
 root's bypass of file permissions does not hide the fault (skipped, with the reason, where setpriv cannot).
 """
+
 import json
 import os
 import resource
@@ -21,9 +22,9 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from test_ascend_tools import env_with
 
 from conftest import ROOT, assert_clean_error, latent, partial_files, random_generator, run_script
-from test_ascend_tools import env_with
 
 PY = sys.executable
 SETPRIV = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
@@ -111,6 +112,7 @@ def nan_model(onnx_model, tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------------
 # 1. Untrusted files run no code.
 
+
 def test_hostile_checkpoints_run_no_code(tmp_path, checkpoint):
     marker = tmp_path / "PWNED"
     hostile = tmp_path / "hostile.pt"
@@ -137,8 +139,15 @@ def test_hostile_reference_stats_run_no_code(tmp_path, testdata):
 def test_hostile_input_name_in_printed_atc_commands(tmp_path):
     hostile_name = 'Z";touch X;echo "'
     path = tmp_path / "hostile.onnx"
-    torch.onnx.export(torch.nn.Linear(100, 784), torch.zeros(1, 100), str(path), input_names=[hostile_name], opset_version=11,
-                      dynamic_axes={hostile_name: {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        torch.nn.Linear(100, 784),
+        torch.zeros(1, 100),
+        str(path),
+        input_names=[hostile_name],
+        opset_version=11,
+        dynamic_axes={hostile_name: {0: "batch"}},
+        dynamo=False,
+    )
     printed = run_script("atc_convert.sh", "--onnx", str(path), "--dry_run", "--batch_sizes", "1 16").stdout.strip().splitlines()
     assert len(printed) == 2
     # paste each line into a shell whose `atc` only records its arguments
@@ -157,21 +166,27 @@ def test_hostile_input_name_in_printed_atc_commands(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # 2. Incomplete or stale runs are never read as results.
 
+
 def test_killed_run_is_refused_not_an_older_one(onnx_model, testdata, tmp_path):
     images, _ = testdata
     vectors = make_vectors(tmp_path / "vectors", 3)
     out = tmp_path / "out"
     run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out), "--outfmt", "TXT")
     many = make_vectors(tmp_path / "many", 400, rows=64)
-    process = subprocess.Popen([PY, str(ROOT / "msame_onnxruntime.py"), "--model", str(onnx_model), "--input", str(many),
-                                "--output", str(out), "--outfmt", "TXT"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [PY, str(ROOT / "msame_onnxruntime.py"), "--model", str(onnx_model), "--input", str(many), "--output", str(out), "--outfmt", "TXT"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     killed = wait_for_outputs(out, 10)
     process.kill()
     process.wait()
     assert manifest_of(killed)["status"] == "running"
-    for command in (("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={tmp_path / 'gen'}"),
-                    ("GAN_eval.py", "--images_path", str(out)),
-                    ("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "")):
+    for command in (
+        ("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={tmp_path / 'gen'}"),
+        ("GAN_eval.py", "--images_path", str(out)),
+        ("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""),
+    ):
         line = assert_clean_error(run(*command), killed, "incomplete run, never completed", "which is gone")
         assert f"of {400} outputs present" in line
     assert not (tmp_path / "gen").exists(), "nothing written from an incomplete run"
@@ -212,14 +227,25 @@ def test_empty_newest_run_and_loose_files(testdata, tmp_path):
 def test_full_disk_runner_leaves_an_incomplete_run(onnx_model, tmp_path, small_disk):
     folder, preexec, reason = small_disk
     vectors = make_vectors(tmp_path / "vectors", 30, rows=16)  # 120 KB of TXT each: over 64 KiB, two fit in 256 KiB
-    result = run("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(folder / "out"),
-                 "--outfmt", "TXT", preexec=preexec)
+    result = run(
+        "msame_onnxruntime.py",
+        "--model",
+        str(onnx_model),
+        "--input",
+        str(vectors),
+        "--output",
+        str(folder / "out"),
+        "--outfmt",
+        "TXT",
+        preexec=preexec,
+    )
     line = assert_clean_error(result, "_output_0.txt", reason)
     (run_dir,) = runs_in(folder / "out")
     assert str(run_dir) in line and manifest_of(run_dir)["status"] != "complete"
     assert not partial_files(folder)
-    assert_clean_error(run("GAN_txt2jpg.py", f"--txt_path={folder / 'out'}", f"--infer_results_path={tmp_path / 'gen'}"),
-                       run_dir, "incomplete run")
+    assert_clean_error(
+        run("GAN_txt2jpg.py", f"--txt_path={folder / 'out'}", f"--infer_results_path={tmp_path / 'gen'}"), run_dir, "incomplete run"
+    )
 
 
 def test_run_changed_after_it_completed(onnx_model, testdata, tmp_path):
@@ -228,14 +254,18 @@ def test_run_changed_after_it_completed(onnx_model, testdata, tmp_path):
     run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out))
     (run_dir,) = runs_in(out)
     (run_dir / "1_output_0.bin").unlink()
-    assert_clean_error(run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""),
-                       run_dir / "1_output_0.bin", "listed in the run's manifest but missing")
+    assert_clean_error(
+        run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""),
+        run_dir / "1_output_0.bin",
+        "listed in the run's manifest but missing",
+    )
     (run_dir / "1_output_0.bin").write_bytes(b"\0" * 16)
     assert_clean_error(run("GAN_eval.py", "--images_path", str(out)), run_dir / "1_output_0.bin", "16 bytes", "recorded")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. No input is ever destroyed.
+
 
 def test_export_never_writes_over_its_checkpoint(checkpoint, tmp_path):
     pth = tmp_path / "g.pth"
@@ -246,8 +276,14 @@ def test_export_never_writes_over_its_checkpoint(checkpoint, tmp_path):
     assert_clean_error(run("GAN_pth2onnx.py", f"--input_file={pth}", f"--output_file={tmp_path / 'alias.onnx'}"), "same path")
     os.link(pth, tmp_path / "hard.onnx")
     assert_clean_error(run("GAN_pth2onnx.py", f"--input_file={pth}", f"--output_file={tmp_path / 'hard.onnx'}"), "same path")
-    result = run("GAN_pth2onnx.py", f"--input_file={pth}", f"--output_file={tmp_path / 'g.onnx'}", "--quantize", "int8",
-                 f"--int8_file={tmp_path / 'g.onnx'}")
+    result = run(
+        "GAN_pth2onnx.py",
+        f"--input_file={pth}",
+        f"--output_file={tmp_path / 'g.onnx'}",
+        "--quantize",
+        "int8",
+        f"--int8_file={tmp_path / 'g.onnx'}",
+    )
     assert_clean_error(result, "--output_file and --int8_file are the same path")
     assert pth.read_bytes() == before and not (tmp_path / "g.onnx").exists()
 
@@ -282,13 +318,18 @@ def test_testdata_and_compare_never_write_over_their_inputs(checkpoint, testdata
 # ---------------------------------------------------------------------------------------------------------
 # 4. Non-finite values are errors where they make a result meaningless.
 
+
 def test_nan_checkpoints_are_refused(tmp_path):
     state = random_generator().state_dict()
     state["model.6.running_var"][3] = float("nan")
     nan_pth = tmp_path / "nan.pth"
     torch.save(state, nan_pth)
-    assert_clean_error(run("GAN_pth2onnx.py", f"--input_file={nan_pth}", f"--output_file={tmp_path / 'a.onnx'}"),
-                       nan_pth, "non-finite weights", "model.6.running_var")
+    assert_clean_error(
+        run("GAN_pth2onnx.py", f"--input_file={nan_pth}", f"--output_file={tmp_path / 'a.onnx'}"),
+        nan_pth,
+        "non-finite weights",
+        "model.6.running_var",
+    )
     huge = random_generator().state_dict()
     huge["model.2.weight"][:] = 3e38  # finite weights whose outputs are not: Inf from the sum, then Inf x 0 in BatchNorm
     huge["model.3.weight"][:] = 0.0
@@ -326,13 +367,23 @@ def test_one_nan_input_is_counted(onnx_model, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # 5. Every fault is one line: full disks, unreadable files, bad paths, sizes JPEG cannot hold.
 
+
 def test_full_disk_in_every_writer(checkpoint, onnx_model, testdata, tmp_path, small_disk):
     folder, preexec, reason = small_disk
     images, vectors = testdata
     result = run("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={folder / 'GAN.onnx'}", preexec=preexec)
     assert_clean_error(result, folder / "GAN.onnx", reason)
-    result = run("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={folder / 'images'}",
-                 f"--offline_path={tmp_path / 'v'}", "--iters", "20", "--batch_size", "32", preexec=preexec)
+    result = run(
+        "GAN_testdata.py",
+        f"--pth_path={checkpoint}",
+        f"--online_path={folder / 'images'}",
+        f"--offline_path={tmp_path / 'v'}",
+        "--iters",
+        "20",
+        "--batch_size",
+        "32",
+        preexec=preexec,
+    )
     assert_clean_error(result, folder / "images", reason)
     out = tmp_path / "out"
     run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out), "--outfmt", "TXT")
@@ -383,8 +434,13 @@ def test_full_disk_under_standard_output(onnx_model, testdata, tmp_path, small_d
     else:  # RLIMIT_FSIZE applies to every file a process writes, its redirected stdout included
         preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))  # noqa: E731
     with log:
-        result = subprocess.run([PY, str(ROOT / "GAN_compare.py"), f"--online_path={images}", f"--offline_path={out}",
-                                 "--diff_image", ""], stdout=log, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+        result = subprocess.run(
+            [PY, str(ROOT / "GAN_compare.py"), f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""],
+            stdout=log,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec,
+        )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"GAN_compare.py: error: standard output: {reason}"], result.stderr
 
@@ -420,11 +476,14 @@ def test_bad_classifier_and_reference_stats(testdata, tmp_path):
     assert_clean_error(run("GAN_eval.py", "--images_path", str(images), "--classifier", str(other)), other, "not the digit classifier")
     garbage = tmp_path / "stats.npz"
     garbage.write_bytes(b"PK\x03\x04garbage")
-    assert_clean_error(run("GAN_eval.py", "--images_path", str(images), "--reference_stats", str(garbage)), garbage,
-                       "not the reference statistics")
+    assert_clean_error(
+        run("GAN_eval.py", "--images_path", str(images), "--reference_stats", str(garbage)), garbage, "not the reference statistics"
+    )
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, mu=np.zeros(5), cov=np.eye(5))
-    assert_clean_error(run("GAN_eval.py", "--images_path", str(images), "--reference_stats", str(wrong)), wrong, "expected finite mu (128,)")
+    assert_clean_error(
+        run("GAN_eval.py", "--images_path", str(images), "--reference_stats", str(wrong)), wrong, "expected finite mu (128,)"
+    )
 
 
 def test_paths_that_are_not_utf8(checkpoint, testdata, tmp_path):
@@ -432,33 +491,49 @@ def test_paths_that_are_not_utf8(checkpoint, testdata, tmp_path):
     folder = os.path.join(os.fsencode(tmp_path), b"mod\xffels")
     os.mkdir(folder)
     model = os.path.join(folder, b"G\xfe.onnx")
-    result = subprocess.run([PY, str(ROOT / "GAN_pth2onnx.py"), f"--input_file={checkpoint}".encode(), b"--output_file=" + model],
-                            capture_output=True)
+    result = subprocess.run(
+        [PY, str(ROOT / "GAN_pth2onnx.py"), f"--input_file={checkpoint}".encode(), b"--output_file=" + model], capture_output=True
+    )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert os.path.isfile(model) and model in result.stdout, "written, and its name printed as the bytes it is"
     out = os.path.join(os.fsencode(tmp_path), b"o\xffut")
-    result = subprocess.run([PY, str(ROOT / "msame_onnxruntime.py"), b"--model", model, b"--input", os.fsencode(vectors),
-                             b"--output", out], capture_output=True)
+    result = subprocess.run(
+        [PY, str(ROOT / "msame_onnxruntime.py"), b"--model", model, b"--input", os.fsencode(vectors), b"--output", out], capture_output=True
+    )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"Execute sample success" in result.stdout
     assert len(os.listdir(out)) == 3, "the run folder, its manifest and its summary"
 
 
 def test_batches_too_large_for_memory_or_arguments_out_of_range(checkpoint, onnx_model, tmp_path):
-    result = run("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={tmp_path / 'i'}", f"--offline_path={tmp_path / 'v'}",
-                 "--batch_size", "100000000", "--no_jpg")
+    result = run(
+        "GAN_testdata.py",
+        f"--pth_path={checkpoint}",
+        f"--online_path={tmp_path / 'i'}",
+        f"--offline_path={tmp_path / 'v'}",
+        "--batch_size",
+        "100000000",
+        "--no_jpg",
+    )
     assert_clean_error(result, "--batch_size 100000000", "GiB of memory", "is available")
     assert not (tmp_path / "i").exists()
     result = run("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={tmp_path / 'g.onnx'}", "--max_diff", "nan")
     assert result.returncode == 2 and "--max_diff" in result.stderr and not (tmp_path / "g.onnx").exists()
-    result = run("msame_driver.py", "--model", str(onnx_model), "--input", str(tmp_path), "--output", str(tmp_path / "o"),
-                 "--features", "0")
+    result = run(
+        "msame_driver.py", "--model", str(onnx_model), "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--features", "0"
+    )
     assert result.returncode == 2 and "--features" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_grids_too_large_for_jpeg(checkpoint, onnx_model, tmp_path):
-    result = run("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={tmp_path / 'i'}", f"--offline_path={tmp_path / 'v'}",
-                 "--batch_size", "20000")
+    result = run(
+        "GAN_testdata.py",
+        f"--pth_path={checkpoint}",
+        f"--online_path={tmp_path / 'i'}",
+        f"--offline_path={tmp_path / 'v'}",
+        "--batch_size",
+        "20000",
+    )
     assert_clean_error(result, "a grid of 20000 images", "75002 pixels tall", "17464")
     assert not (tmp_path / "i").exists() and not (tmp_path / "v").exists(), "refused before anything is written"
     vectors = tmp_path / "vectors"
@@ -474,6 +549,7 @@ def test_grids_too_large_for_jpeg(checkpoint, onnx_model, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # 6. Processes die with their run; signals leave no temporary file.
+
 
 def descendants(pid):
     """Every process whose parent chain leads to `pid` (from /proc)."""
@@ -509,9 +585,24 @@ def wait_until_gone(pids, timeout=10):
 def test_killed_card_run_leaves_no_worker(onnx_model, tmp_path):
     many = make_vectors(tmp_path / "many", 400, rows=64)
     out = tmp_path / "out"
-    process = subprocess.Popen([PY, str(ROOT / "msame_onnxruntime.py"), "--model", str(onnx_model), "--input", str(many),
-                                "--output", str(out), "--outfmt", "TXT", "--device", "0,1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            PY,
+            str(ROOT / "msame_onnxruntime.py"),
+            "--model",
+            str(onnx_model),
+            "--input",
+            str(many),
+            "--output",
+            str(out),
+            "--outfmt",
+            "TXT",
+            "--device",
+            "0,1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run_dir = wait_for_outputs(out, 20)
     workers = descendants(process.pid)
     assert len(workers) >= 2, "two worker processes were running"
@@ -527,9 +618,23 @@ def test_killed_card_run_leaves_no_worker(onnx_model, tmp_path):
 def test_killed_driver_leaves_no_msame(om_for_faults, tmp_path):
     vectors = make_vectors(tmp_path / "vectors", 6)
     out = tmp_path / "out"
-    process = subprocess.Popen(["bash", str(ROOT / "run_msame.sh"), "--model", str(om_for_faults), "--input", str(vectors),
-                                "--output", str(out), "--device", "0,1"], env=env_with(MSAME_DOUBLE_DELAY="2"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "bash",
+            str(ROOT / "run_msame.sh"),
+            "--model",
+            str(om_for_faults),
+            "--input",
+            str(vectors),
+            "--output",
+            str(out),
+            "--device",
+            "0,1",
+        ],
+        env=env_with(MSAME_DOUBLE_DELAY="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 30
     while time.time() < deadline and len(descendants(process.pid)) < 2:
         time.sleep(0.05)
@@ -545,8 +650,7 @@ def test_killed_driver_leaves_no_msame(om_for_faults, tmp_path):
 @pytest.fixture(scope="module")
 def om_for_faults(onnx_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("om_faults")
-    run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(folder / "GAN_bs"), "--batch_sizes", "4",
-               env=env_with())
+    run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(folder / "GAN_bs"), "--batch_sizes", "4", env=env_with())
     return folder / "GAN_bs4.om"
 
 
@@ -554,16 +658,33 @@ def om_for_faults(onnx_model, tmp_path_factory):
 def test_sigterm_mid_run_removes_temporary_files(onnx_model, tmp_path, devices):
     many = make_vectors(tmp_path / "many", 400, rows=64)
     out = tmp_path / "out"
-    process = subprocess.Popen([PY, str(ROOT / "msame_onnxruntime.py"), "--model", str(onnx_model), "--input", str(many),
-                                "--output", str(out), "--outfmt", "TXT", "--device", devices],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            PY,
+            str(ROOT / "msame_onnxruntime.py"),
+            "--model",
+            str(onnx_model),
+            "--input",
+            str(many),
+            "--output",
+            str(out),
+            "--outfmt",
+            "TXT",
+            "--device",
+            devices,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run_dir = wait_for_outputs(out, 20)
     workers = descendants(process.pid)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 128 + signal.SIGTERM
-    assert stderr.strip().splitlines() == ["msame_onnxruntime.py: error: interrupted by SIGTERM; temporary files removed, "
-                                           "nothing reported as done"]
+    assert stderr.strip().splitlines() == [
+        "msame_onnxruntime.py: error: interrupted by SIGTERM; temporary files removed, nothing reported as done"
+    ]
     assert wait_until_gone(workers) == [] and not partial_files(out)
     manifest = manifest_of(run_dir)
     assert manifest["status"] == "failed" and "SIGTERM" in manifest["error"]
@@ -593,18 +714,30 @@ def test_stale_parts_are_ignored_and_swept(onnx_model, testdata, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # 7. Accounting that cannot be inflated.
 
+
 def test_idle_devices_are_not_chips(onnx_model, om_for_faults, tmp_path):
     vectors = make_vectors(tmp_path / "vectors", 5)
     devices = ",".join(map(str, range(16)))
-    result = run("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "out"),
-                 "--device", devices)
+    result = run(
+        "run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "out"), "--device", devices
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "nan" not in result.stdout and "[INFO] card summary: 5 devices, 5 file(s)" in result.stdout
     log = tmp_path / "runner.log"
     log.write_text(result.stdout)
     assert json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]["chips"] == 5
-    driver = run("run_msame.sh", "--model", str(om_for_faults), "--input", str(vectors), "--output", str(tmp_path / "om_out"),
-                 "--device", devices, env=env_with())
+    driver = run(
+        "run_msame.sh",
+        "--model",
+        str(om_for_faults),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "om_out"),
+        "--device",
+        devices,
+        env=env_with(),
+    )
     assert driver.returncode == 0, driver.stderr
     card_log = next((tmp_path / "om_out").glob(".*.log"))
     assert "card summary: 5 devices" in card_log.read_text()
@@ -627,6 +760,7 @@ def test_perf_calc_reads_only_regular_files(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # 8. Modes decided by what a path is; arguments checked before any work.
 
+
 def test_folder_whose_name_holds_bin_is_a_folder(onnx_model, testdata, tmp_path):
     _, vectors = testdata
     folder = tmp_path / "a.binaries" / "vectors"
@@ -637,16 +771,23 @@ def test_folder_whose_name_holds_bin_is_a_folder(onnx_model, testdata, tmp_path)
     assert sorted(p.name for p in run_dir.iterdir()) == ["0_output_0.bin", "1_output_0.bin", "2_output_0.bin"]
     clash = make_vectors(tmp_path / "clash", 1)
     shutil.copy(clash / "0.bin", clash / "0.dat")
-    assert_clean_error(run("run_msame.sh", "--model", str(onnx_model), "--input", str(clash), "--output", str(tmp_path / "o2")),
-                       clash / "0.dat", "same output name")
+    assert_clean_error(
+        run("run_msame.sh", "--model", str(onnx_model), "--input", str(clash), "--output", str(tmp_path / "o2")),
+        clash / "0.dat",
+        "same output name",
+    )
     assert not (tmp_path / "o2").exists()
 
 
-@pytest.mark.parametrize("flag,value,message", [("--seed", "-1", "--seed -1: expected an integer >= 0"),
-                                                ("--outfmt", "PDF", "--outfmt PDF: expected TXT or BIN"),
-                                                ("--iters", "ten", "--iters ten: expected a positive integer"),
-                                                ("--batch_size", "17465", "--batch_size 17465: a grid of more than 17464 "
-                                                                           "images is taller than JPEG allows")])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--seed", "-1", "--seed -1: expected an integer >= 0"),
+        ("--outfmt", "PDF", "--outfmt PDF: expected TXT or BIN"),
+        ("--iters", "ten", "--iters ten: expected a positive integer"),
+        ("--batch_size", "17465", "--batch_size 17465: a grid of more than 17464 images is taller than JPEG allows"),
+    ],
+)
 def test_run_pipeline_checks_arguments_before_any_step(tmp_path, flag, value, message):
     from gan_io import JPEG_MAX_SIDE, grid_height
 

@@ -1,4 +1,5 @@
 """GAN_layer_compare.py: one row per ONNX operator that has a PyTorch counterpart, and a planted error found where it is."""
+
 import csv
 
 import numpy as np
@@ -11,15 +12,33 @@ from conftest import assert_clean_error, latent, random_generator, run_script
 from GAN_layer_compare import compare, layer_table
 from GAN_pth2onnx import emulate_fp16, export_onnx, quantize_int8
 
-UNFOLDED = [("model.0 Linear", "Gemm"), ("model.1 LeakyReLU", "LeakyRelu"), ("model.2 Linear", "Gemm"),
-            ("model.3 BatchNorm1d", "BatchNormalization"), ("model.4 LeakyReLU", "LeakyRelu"), ("model.5 Linear", "Gemm"),
-            ("model.6 BatchNorm1d", "BatchNormalization"), ("model.7 LeakyReLU", "LeakyRelu"), ("model.8 Linear", "Gemm"),
-            ("model.9 BatchNorm1d", "BatchNormalization"), ("model.10 LeakyReLU", "LeakyRelu"), ("model.11 Linear", "Gemm"),
-            ("model.12 Tanh", "Tanh")]
-FOLDED = [("model.0 Linear", "Gemm"), ("model.1 LeakyReLU", "LeakyRelu"), ("model.2+3 Linear+BatchNorm1d", "Gemm"),
-          ("model.4 LeakyReLU", "LeakyRelu"), ("model.5+6 Linear+BatchNorm1d", "Gemm"), ("model.7 LeakyReLU", "LeakyRelu"),
-          ("model.8+9 Linear+BatchNorm1d", "Gemm"), ("model.10 LeakyReLU", "LeakyRelu"), ("model.11 Linear", "Gemm"),
-          ("model.12 Tanh", "Tanh")]
+UNFOLDED = [
+    ("model.0 Linear", "Gemm"),
+    ("model.1 LeakyReLU", "LeakyRelu"),
+    ("model.2 Linear", "Gemm"),
+    ("model.3 BatchNorm1d", "BatchNormalization"),
+    ("model.4 LeakyReLU", "LeakyRelu"),
+    ("model.5 Linear", "Gemm"),
+    ("model.6 BatchNorm1d", "BatchNormalization"),
+    ("model.7 LeakyReLU", "LeakyRelu"),
+    ("model.8 Linear", "Gemm"),
+    ("model.9 BatchNorm1d", "BatchNormalization"),
+    ("model.10 LeakyReLU", "LeakyRelu"),
+    ("model.11 Linear", "Gemm"),
+    ("model.12 Tanh", "Tanh"),
+]
+FOLDED = [
+    ("model.0 Linear", "Gemm"),
+    ("model.1 LeakyReLU", "LeakyRelu"),
+    ("model.2+3 Linear+BatchNorm1d", "Gemm"),
+    ("model.4 LeakyReLU", "LeakyRelu"),
+    ("model.5+6 Linear+BatchNorm1d", "Gemm"),
+    ("model.7 LeakyReLU", "LeakyRelu"),
+    ("model.8+9 Linear+BatchNorm1d", "Gemm"),
+    ("model.10 LeakyReLU", "LeakyRelu"),
+    ("model.11 Linear", "Gemm"),
+    ("model.12 Tanh", "Tanh"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +67,9 @@ def test_one_row_per_operator_with_a_pytorch_counterpart(small):
     assert int8 == [(layer, "Add" if op == "Gemm" else op) for layer, op in FOLDED], "the bias Add ends each quantized Linear"
 
 
-@pytest.mark.parametrize("fold,weight_shape,layer", [(False, [512, 256], "model.5 Linear"),
-                                                      (True, [512, 256], "model.5+6 Linear+BatchNorm1d")])
+@pytest.mark.parametrize(
+    "fold,weight_shape,layer", [(False, [512, 256], "model.5 Linear"), (True, [512, 256], "model.5+6 Linear+BatchNorm1d")]
+)
 def test_a_planted_error_is_reported_at_exactly_its_layer(small, fold, weight_shape, layer):
     generator, pth, batch = small
     model = onnx.load_from_string(export_onnx(generator, 11, fold=fold))
@@ -60,7 +80,7 @@ def test_a_planted_error_is_reported_at_exactly_its_layer(small, fold, weight_sh
     rows = layer_table(pth, model.SerializeToString(), batch)
     first = next(r for r in rows if r["over_threshold"])
     assert first["layer"] == layer
-    before = rows[:rows.index(first)]
+    before = rows[: rows.index(first)]
     assert before and all(r["max_abs"] < 1e-4 for r in before), "nothing before it moved"
 
 
@@ -80,17 +100,40 @@ def test_cli_table_csv_and_errors(small, onnx_model, checkpoint, tmp_path):
     batch = tmp_path / "0.bin"
     latent(8).tofile(batch)
     out = tmp_path / "layers.csv"
-    result = run_script("GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(onnx_model), "--input", str(batch),
-                        "--csv", str(out))
+    result = run_script(
+        "GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(onnx_model), "--input", str(batch), "--csv", str(out)
+    )
     assert "first layer over a threshold: none" in result.stdout and "model.11 Linear" in result.stdout
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert [r["layer"] for r in rows] == [layer for layer, _ in UNFOLDED]
-    assert {"CosineSimilarity", "RelativeEuclideanDistance", "KullbackLeiblerDivergence", "RootMeanSquareError",
-            "MeanRelativeError", "MaxRelativeError"} <= set(rows[0])
+    assert {
+        "CosineSimilarity",
+        "RelativeEuclideanDistance",
+        "KullbackLeiblerDivergence",
+        "RootMeanSquareError",
+        "MeanRelativeError",
+        "MaxRelativeError",
+    } <= set(rows[0])
     other = tmp_path / "linear.onnx"
     torch.onnx.export(torch.nn.Linear(100, 784), torch.zeros(1, 100), str(other), opset_version=11, dynamo=False)
-    assert_clean_error(run_script("GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(other), "--input", str(batch),
-                                  check=False), "0 activations", "not a model of this generator")
-    assert_clean_error(run_script("GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(onnx_model), "--input", str(batch),
-                                  "--csv", str(batch), check=False), "same path as --input")
+    assert_clean_error(
+        run_script("GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(other), "--input", str(batch), check=False),
+        "0 activations",
+        "not a model of this generator",
+    )
+    assert_clean_error(
+        run_script(
+            "GAN_layer_compare.py",
+            "--pth",
+            str(checkpoint),
+            "--onnx",
+            str(onnx_model),
+            "--input",
+            str(batch),
+            "--csv",
+            str(batch),
+            check=False,
+        ),
+        "same path as --input",
+    )

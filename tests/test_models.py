@@ -5,7 +5,8 @@ from models import Discriminator, Generator, load_generator
 
 # The keys of the official generator_8p_0.0008_128.pth (without its `module.` prefix).
 OFFICIAL_KEYS = {f"model.{i}.{p}" for i in (0, 2, 5, 8, 11) for p in ("weight", "bias")} | {
-    f"model.{i}.{p}" for i in (3, 6, 9) for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+    f"model.{i}.{p}" for i in (3, 6, 9) for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+}
 
 
 def test_generator_matches_gan_py():
@@ -43,8 +44,12 @@ def test_load_generator_accepts_plain_ddp_and_wrapped(tmp_path):
 def test_checkpoint_of_another_model_names_the_keys(tmp_path):
     path = tmp_path / "discriminator.pth"
     torch.save(Discriminator().state_dict(), path)
-    line = assert_clean_error(run_script("GAN_pth2onnx.py", f"--input_file={path}", "--output_file",
-                                         str(tmp_path / "x.onnx"), check=False), path, "missing keys", "unexpected keys")
+    line = assert_clean_error(
+        run_script("GAN_pth2onnx.py", f"--input_file={path}", "--output_file", str(tmp_path / "x.onnx"), check=False),
+        path,
+        "missing keys",
+        "unexpected keys",
+    )
     assert "model.11.weight" in line and "model.4.weight" in line
     assert not (tmp_path / "x.onnx").exists()
 
@@ -54,8 +59,12 @@ def test_wrong_shapes_are_named(tmp_path):
     state["model.11.weight"] = torch.zeros(10, 1024)
     path = tmp_path / "wrong.pth"
     torch.save(state, path)
-    assert_clean_error(run_script("GAN_testdata.py", f"--pth_path={path}", f"--online_path={tmp_path}/i",
-                                  f"--offline_path={tmp_path}/v", check=False), path, "model.11.weight", "(784, 1024)")
+    assert_clean_error(
+        run_script("GAN_testdata.py", f"--pth_path={path}", f"--online_path={tmp_path}/i", f"--offline_path={tmp_path}/v", check=False),
+        path,
+        "model.11.weight",
+        "(784, 1024)",
+    )
 
 
 def test_missing_and_unreadable_checkpoints(tmp_path):
@@ -66,8 +75,9 @@ def test_missing_and_unreadable_checkpoints(tmp_path):
     assert_clean_error(run_script("GAN_pth2onnx.py", f"--input_file={garbage}", check=False), garbage, "not a readable PyTorch checkpoint")
     tensors_not_dict = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), tensors_not_dict)
-    assert_clean_error(run_script("GAN_pth2onnx.py", f"--input_file={tensors_not_dict}", check=False), tensors_not_dict,
-                       "not a generator checkpoint")
+    assert_clean_error(
+        run_script("GAN_pth2onnx.py", f"--input_file={tensors_not_dict}", check=False), tensors_not_dict, "not a generator checkpoint"
+    )
 
 
 def test_bundled_generator_is_the_default_and_loads():

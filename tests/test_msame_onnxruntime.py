@@ -40,12 +40,22 @@ def test_run_folders_sort_by_time_and_are_never_reused(tmp_path):
 def test_folder_mode_txt_and_bin(onnx_model, testdata, tmp_path):
     images, vectors = testdata
     env = no_torch_env(tmp_path)
-    txt = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output",
-                     str(tmp_path / "out"), "--outfmt", "TXT", env=env)
+    txt = run_script(
+        "msame_onnxruntime.py",
+        "--model",
+        str(onnx_model),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "out"),
+        "--outfmt",
+        "TXT",
+        env=env,
+    )
     time.sleep(0.01)
     run_script("run_msame.sh", f"--model={onnx_model}", f"--input={vectors}", f"--output={tmp_path / 'out'}", "--outfmt", "BIN", env=env)
     lines = txt.stdout.splitlines()
-    assert len([l for l in lines if re.fullmatch(r"Inference time: [0-9.e+-]+ms", l)]) == 3
+    assert len([line for line in lines if re.fullmatch(r"Inference time: [0-9.e+-]+ms", line)]) == 3
     assert re.search(r"^Inference average time : \d+\.\d{6} ms$", txt.stdout, re.M)
     assert re.search(r"^Inference average time without first time: \d+\.\d{6} ms$", txt.stdout, re.M)
     assert "Execute sample success" in lines[-1]
@@ -64,8 +74,9 @@ def test_folder_mode_txt_and_bin(onnx_model, testdata, tmp_path):
 def test_file_mode_loops_and_names_after_model(onnx_model, tmp_path):
     vector = tmp_path / "z.bin"
     latent(2).tofile(vector)
-    result = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vector), "--output",
-                        str(tmp_path / "out"), "--loop", "5")
+    result = run_script(
+        "msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vector), "--output", str(tmp_path / "out"), "--loop", "5"
+    )
     assert result.stdout.count("Inference time:") == 5
     assert re.search(r"^Inference average time: \d+\.\d+ ms$", result.stdout, re.M), "file mode: no space before the colon"
     (run,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
@@ -78,8 +89,17 @@ def test_card_run_over_four_workers_keeps_every_output(onnx_model, tmp_path):
     for i in range(10):
         latent(3, seed=i).tofile(vectors / f"{i}.bin")
     single = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "one"))
-    card = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output",
-                      str(tmp_path / "card"), "--device", "0,1,2,3")
+    card = run_script(
+        "msame_onnxruntime.py",
+        "--model",
+        str(onnx_model),
+        "--input",
+        str(vectors),
+        "--output",
+        str(tmp_path / "card"),
+        "--device",
+        "0,1,2,3",
+    )
     assert "4 worker(s)" in card.stdout and "[INFO] card summary: 4 devices, 10 file(s)" in card.stdout
     (one,), (four,) = [[p for p in (tmp_path / d).iterdir() if p.is_dir()] for d in ("one", "card")]
     names = sorted(p.name for p in four.iterdir())
@@ -102,22 +122,56 @@ def test_input_of_the_wrong_size_is_refused(onnx_model, tmp_path, size):
 
 def test_empty_missing_and_unwritable(onnx_model, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(tmp_path / "empty"),
-                                  "--output", str(tmp_path / "out"), check=False), tmp_path / "empty", "empty")
-    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(tmp_path / "no.onnx"), "--input", str(tmp_path),
-                                  "--output", str(tmp_path / "out"), check=False), "no.onnx", "no such model")
+    assert_clean_error(
+        run_script(
+            "msame_onnxruntime.py",
+            "--model",
+            str(onnx_model),
+            "--input",
+            str(tmp_path / "empty"),
+            "--output",
+            str(tmp_path / "out"),
+            check=False,
+        ),
+        tmp_path / "empty",
+        "empty",
+    )
+    assert_clean_error(
+        run_script(
+            "msame_onnxruntime.py",
+            "--model",
+            str(tmp_path / "no.onnx"),
+            "--input",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "out"),
+            check=False,
+        ),
+        "no.onnx",
+        "no such model",
+    )
     vectors = tmp_path / "vectors"
     vectors.mkdir()
     latent(2).tofile(vectors / "0.bin")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors),
-                                  "--output", str(blocker / "out"), check=False), blocker / "out", "cannot create")
+    assert_clean_error(
+        run_script(
+            "msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(blocker / "out"), check=False
+        ),
+        blocker / "out",
+        "cannot create",
+    )
     assert not partial_files(tmp_path)
     bad_model = tmp_path / "bad.onnx"
     bad_model.write_text("not onnx")
-    assert_clean_error(run_script("msame_onnxruntime.py", "--model", str(bad_model), "--input", str(vectors),
-                                  "--output", str(tmp_path / "out"), check=False), bad_model, "not a loadable ONNX model")
+    assert_clean_error(
+        run_script(
+            "msame_onnxruntime.py", "--model", str(bad_model), "--input", str(vectors), "--output", str(tmp_path / "out"), check=False
+        ),
+        bad_model,
+        "not a loadable ONNX model",
+    )
 
 
 def test_run_msame_sh_refuses_other_models(tmp_path):
@@ -137,27 +191,56 @@ def test_latency_statistics_are_numpys_on_its_own_samples(onnx_model, testdata, 
 
     _, vectors = testdata
     out = tmp_path / "out"
-    result = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out),
-                        "--warmup", "3", "--loop", "4", "--device", devices)
+    result = run_script(
+        "msame_onnxruntime.py",
+        "--model",
+        str(onnx_model),
+        "--input",
+        str(vectors),
+        "--output",
+        str(out),
+        "--warmup",
+        "3",
+        "--loop",
+        "4",
+        "--device",
+        devices,
+    )
     (run,) = [p for p in out.iterdir() if p.is_dir()]
-    assert sorted(p.name for p in run.iterdir()) == ["0_output_0.bin", "1_output_0.bin", "2_output_0.bin"], \
+    assert sorted(p.name for p in run.iterdir()) == ["0_output_0.bin", "1_output_0.bin", "2_output_0.bin"], (
         "--loop multiplies samples, not outputs"
+    )
     calls = [float(v) for v in re.findall(r"^Inference time: ([0-9.e+-]+)ms$", result.stdout, re.M)]
     assert len(calls) == 3 * 4, "warm-up executions are not timed; each batch is timed --loop times"
     assert "warm-up: 3 execution(s) per worker before timing, excluded from every figure" in result.stdout
     summary = json.loads((out / f".{run.name}_summary.json").read_text())
     samples = np.array(summary["npu_compute_time_list"])
     assert len(samples) == 12 and sorted(np.round(samples, 3)) == sorted(np.round(calls, 3))
-    expected = {"min": samples.min(), "max": samples.max(), "mean": samples.mean(), "median": np.median(samples),
-                "percentile(90%)": np.percentile(samples, 90), "percentile(99%)": np.percentile(samples, 99), "count": 12}
+    expected = {
+        "min": samples.min(),
+        "max": samples.max(),
+        "mean": samples.mean(),
+        "median": np.median(samples),
+        "percentile(90%)": np.percentile(samples, 90),
+        "percentile(99%)": np.percentile(samples, 99),
+        "count": 12,
+    }
     assert summary["NPU_compute_time"] == pytest.approx(expected, rel=1e-12)
     assert summary["throughput"] == pytest.approx(1000 * 4 / samples.mean())
     card_block = re.findall(r"^\[INFO\] compute_time \(ms\): (.*)$", result.stdout, re.M)
     assert len(card_block) == 1
     printed = block_values(card_block[0])
-    assert printed == pytest.approx({"min": expected["min"], "max": expected["max"], "mean": expected["mean"],
-                                     "median": expected["median"], "p90": expected["percentile(90%)"],
-                                     "p99": expected["percentile(99%)"]}, abs=1e-6), "the log's block matches the summary"
+    assert printed == pytest.approx(
+        {
+            "min": expected["min"],
+            "max": expected["max"],
+            "mean": expected["mean"],
+            "median": expected["median"],
+            "p90": expected["percentile(90%)"],
+            "p99": expected["percentile(99%)"],
+        },
+        abs=1e-6,
+    ), "the log's block matches the summary"
     average = float(re.search(r"^Inference average time : ([0-9.]+) ms$", result.stdout, re.M).group(1))
     assert average == pytest.approx(samples.mean(), abs=1e-6), "msame's line is the mean of the same samples"
     assert re.search(rf"^\[INFO\] throughput 1000\*batchsize\(4\)/compute_time.mean\({expected['mean']:.6f}\): ", result.stdout, re.M)
@@ -180,8 +263,9 @@ def test_thread_count_is_measured_or_fixed(onnx_model, testdata, tmp_path):
         timings = dict((int(t), float(ms)) for t, ms in re.findall(r"(\d+): ([0-9.]+) ms", line))
         chosen = int(line.split()[0])
         assert "chosen by measurement" in line and chosen == min(timings, key=timings.get)
-    fixed = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "b"),
-                       "--threads", "1")
+    fixed = run_script(
+        "msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "b"), "--threads", "1"
+    )
     assert "[INFO] threads per worker: 1 (fixed)" in fixed.stdout
 
 

@@ -1,4 +1,5 @@
 """perf_calc.py against logs in the real tools' formats (ascend_tools.md), including the guide's own lines."""
+
 import json
 
 import pytest
@@ -55,12 +56,15 @@ def write(tmp_path, name, text):
     return path
 
 
-@pytest.mark.parametrize("tool,text,batch,expected", [
-    ("msame", GUIDE_MSAME.format("0.43"), 1, 9302.326),
-    ("msame", GUIDE_MSAME.format("0.47"), 16, 136170.213),
-    ("trtexec", GUIDE_TRT7.format("0.0826078"), 1, 12105.394),
-    ("trtexec", GUIDE_TRT7.format("0.0887248"), 16, 180332.895),
-])
+@pytest.mark.parametrize(
+    "tool,text,batch,expected",
+    [
+        ("msame", GUIDE_MSAME.format("0.43"), 1, 9302.326),
+        ("msame", GUIDE_MSAME.format("0.47"), 16, 136170.213),
+        ("trtexec", GUIDE_TRT7.format("0.0826078"), 1, 12105.394),
+        ("trtexec", GUIDE_TRT7.format("0.0887248"), 16, 180332.895),
+    ],
+)
 def test_the_guides_figures(tmp_path, tool, text, batch, expected):
     result = throughput(write(tmp_path, "guide.log", text), batch_size=batch)
     assert result["tool"] == tool
@@ -77,12 +81,18 @@ def test_ais_bench_text_and_json(tmp_path):
     result = throughput(write(tmp_path, "ais.log", AIS_BENCH))
     assert (result["tool"], result["batch_size"], result["chips"], result["latency_ms"]) == ("ais_bench", 64, 1, 0.64)
     assert result["fps"] == pytest.approx(100000.0), "ais_bench's own throughput, per chip"
-    summary = {"NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
-               "H2D_latency": {"mean": 0.1}, "throughput": 25000.0, "args": ["--model", "GAN_bs16.om"]}
+    summary = {
+        "NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
+        "H2D_latency": {"mean": 0.1},
+        "throughput": 25000.0,
+        "args": ["--model", "GAN_bs16.om"],
+    }
     result = throughput(write(tmp_path, "2023_01_03-06_35_53_summary.json", json.dumps(summary)))
     assert (result["tool"], result["batch_size"], result["latency_ms"]) == ("ais_bench", 16, 0.64)
-    old = "[INFO] NPU_compute_time (ms): min = 1.0, max = 2.0, mean = 1.25, median = 1.2, percentile(99%) = 1.9\n" \
-          "[INFO] throughput (1000*batchsize/NPU_compute_time): 12800.0\n"
+    old = (
+        "[INFO] NPU_compute_time (ms): min = 1.0, max = 2.0, mean = 1.25, median = 1.2, percentile(99%) = 1.9\n"
+        "[INFO] throughput (1000*batchsize/NPU_compute_time): 12800.0\n"
+    )
     assert throughput(write(tmp_path, "old.log", old))["batch_size"] == 16, "2022-06 wording: batch from its formula"
 
 
@@ -98,25 +108,33 @@ def test_cli_table_baseline_and_json(tmp_path):
     t4 = write(tmp_path, "t4_bs16.log", GUIDE_TRT7.format("0.0887248"))
     out = run_script("perf_calc.py", "--log", str(msame), "--batch_size", "16", "--baseline", str(t4), "--baseline_batch_size", "16")
     assert "136170.213" in out.stdout and "180332.895" in out.stdout and "0.755 x baseline" in out.stdout and "PASS" in out.stdout
-    js = json.loads(run_script("perf_calc.py", "--log", str(msame), "--batch_size", "16", "--baseline", str(t4),
-                               "--baseline_batch_size", "16", "--json").stdout)
+    js = json.loads(
+        run_script(
+            "perf_calc.py", "--log", str(msame), "--batch_size", "16", "--baseline", str(t4), "--baseline_batch_size", "16", "--json"
+        ).stdout
+    )
     row = js["logs"][0]
     assert (row["tool"], row["batch_size"], row["chips"], row["verdict"]) == ("msame", 16, 4, "PASS")
     assert round(row["fps"], 3) == 136170.213 and round(row["baseline_fps"], 3) == 180332.895
     slow = write(tmp_path, "slow.log", GUIDE_MSAME.format("4.0"))
-    fail = run_script("perf_calc.py", "--log", str(slow), "--batch_size", "16", "--baseline", str(t4), "--baseline_batch_size", "16", check=False)
+    fail = run_script(
+        "perf_calc.py", "--log", str(slow), "--batch_size", "16", "--baseline", str(t4), "--baseline_batch_size", "16", check=False
+    )
     assert fail.returncode == 1 and "FAIL" in fail.stdout
 
 
-@pytest.mark.parametrize("text,message", [
-    ("hello world\n", "no timing line of a known tool"),
-    ("Inference average time : 0 ms\n", "not a positive number"),
-    ("Inference average time : -1.5 ms\n", "not a positive number"),
-    ("Inference average time : abc ms\n", "not a number"),
-    ("Inference time: 0.5ms\nInference time: 0.4ms\n", "truncated msame log"),
-    ("[11/11/2021-13:11:22] [I] GPU Compute\n[11/11/2021-13:11:22] [I] min: 0.04 ms\n", "truncated trtexec log"),
-    ("[INFO] -----------------Performance Summary------------------\n", "truncated ais_bench log"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("hello world\n", "no timing line of a known tool"),
+        ("Inference average time : 0 ms\n", "not a positive number"),
+        ("Inference average time : -1.5 ms\n", "not a positive number"),
+        ("Inference average time : abc ms\n", "not a number"),
+        ("Inference time: 0.5ms\nInference time: 0.4ms\n", "truncated msame log"),
+        ("[11/11/2021-13:11:22] [I] GPU Compute\n[11/11/2021-13:11:22] [I] min: 0.04 ms\n", "truncated trtexec log"),
+        ("[INFO] -----------------Performance Summary------------------\n", "truncated ais_bench log"),
+    ],
+)
 def test_bad_logs_are_clear_errors(tmp_path, text, message):
     log = write(tmp_path, "bad.log", text)
     assert_clean_error(run_script("perf_calc.py", "--log", str(log), "--batch_size", "1", check=False), log, message)
@@ -144,21 +162,25 @@ Inference average time without first time: 1.100000 ms
 """
 
 
-@pytest.mark.parametrize("name,text,p50,p99", [
-    ("ais.log", AIS_BENCH, 0.63, 0.8),
-    ("trt7.log", GUIDE_TRT7.format("0.0826078"), 0.0856934, 0.118164),
-    ("trt80.log", TRT80, 0.079, 0.15),
-    ("trt85.log", TRT85, 0.079, 0.12),
-    ("runner.log", RUNNER, 1.1, 1.296),
-    ("msame_file.log", MSAME_FILE_MODE, 0.5, 0.6164),  # numpy on its four per-call lines: 0.62, 0.5, 0.5, 0.5
-    ("guide_msame.log", GUIDE_MSAME.format("0.43"), None, None),  # averages only: no distribution, no figure
-])
+@pytest.mark.parametrize(
+    "name,text,p50,p99",
+    [
+        ("ais.log", AIS_BENCH, 0.63, 0.8),
+        ("trt7.log", GUIDE_TRT7.format("0.0826078"), 0.0856934, 0.118164),
+        ("trt80.log", TRT80, 0.079, 0.15),
+        ("trt85.log", TRT85, 0.079, 0.12),
+        ("runner.log", RUNNER, 1.1, 1.296),
+        ("msame_file.log", MSAME_FILE_MODE, 0.5, 0.6164),  # numpy on its four per-call lines: 0.62, 0.5, 0.5, 0.5
+        ("guide_msame.log", GUIDE_MSAME.format("0.43"), None, None),  # averages only: no distribution, no figure
+    ],
+)
 def test_p50_and_p99_wherever_the_log_has_them(tmp_path, name, text, p50, p99):
     result = throughput(write(tmp_path, name, text), batch_size=1)
     assert result["p50_ms"] == pytest.approx(p50) if p50 is not None else result["p50_ms"] is None
     assert result["p99_ms"] == pytest.approx(p99) if p99 is not None else result["p99_ms"] is None
-    assert result["fps"] == pytest.approx(1000 * result["batch_size"] * result["chips"] / result["latency_ms"]), \
+    assert result["fps"] == pytest.approx(1000 * result["batch_size"] * result["chips"] / result["latency_ms"]), (
         "throughput stays the ModelZoo formula on the mean"
+    )
 
 
 def test_trtexec7_percentile_other_than_99_is_not_p99(tmp_path):
@@ -168,22 +190,32 @@ def test_trtexec7_percentile_other_than_99_is_not_p99(tmp_path):
 
 
 def test_summary_json_of_ais_bench_and_of_the_runner(tmp_path):
-    ais = {"NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
-           "throughput": 25000.0, "args": ["--model", "GAN_bs16.om"]}
+    ais = {
+        "NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
+        "throughput": 25000.0,
+        "args": ["--model", "GAN_bs16.om"],
+    }
     result = throughput(write(tmp_path, "2023_01_03-06_35_53_summary.json", json.dumps(ais)))
     assert (result["tool"], result["p50_ms"], result["p99_ms"]) == ("ais_bench", 0.63, 0.8)
-    ours = dict(ais, tool="onnxruntime (CPU): compute_time stored under ais_bench's NPU_compute_time", batchsize=64.0, workers=2,
-                args=["msame_onnxruntime.py"])
+    ours = dict(
+        ais,
+        tool="onnxruntime (CPU): compute_time stored under ais_bench's NPU_compute_time",
+        batchsize=64.0,
+        workers=2,
+        args=["msame_onnxruntime.py"],
+    )
     result = throughput(write(tmp_path, ".run_summary.json", json.dumps(ours)))
     assert (result["tool"], result["batch_size"], result["chips"]) == ("onnxruntime", 64, 2)
 
 
 def test_table_shows_dashes_where_there_is_no_distribution(tmp_path):
     log = write(tmp_path, "GAN_bs16.log", GUIDE_MSAME.format("0.47"))
-    table = run_script("perf_calc.py", "--log", str(log), "--log", str(write(tmp_path, "r.log", RUNNER)),
-                       "--batch_size", "16").stdout.splitlines()
+    table = run_script(
+        "perf_calc.py", "--log", str(log), "--log", str(write(tmp_path, "r.log", RUNNER)), "--batch_size", "16"
+    ).stdout.splitlines()
     assert table[0].split() == ["log", "tool", "batch", "chips", "latency_ms", "p50_ms", "p99_ms", "fps"]
     assert table[1].split()[5:7] == ["-", "-"] and table[2].split()[5:7] == ["1.1", "1.296"]
-    rows = json.loads(run_script("perf_calc.py", "--log", str(log), "--log", str(tmp_path / "r.log"), "--batch_size", "16",
-                                 "--json").stdout)["logs"]
+    rows = json.loads(
+        run_script("perf_calc.py", "--log", str(log), "--log", str(tmp_path / "r.log"), "--batch_size", "16", "--json").stdout
+    )["logs"]
     assert (rows[0]["p50_ms"], rows[0]["p99_ms"], rows[1]["p99_ms"]) == (None, None, 1.296)

@@ -1,13 +1,14 @@
 """perf_sweep.py on tiny workloads: its three files, a real plot, and the same sweep through the Ascend doubles."""
+
 import json
 import re
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_ascend_tools import env_with
 
 from conftest import assert_clean_error, no_torch_env, run_script
-from test_ascend_tools import env_with
 
 
 def check_sweep(folder, batches, tool):
@@ -32,26 +33,51 @@ def check_sweep(folder, batches, tool):
 
 def test_sweep_on_onnx_runtime_without_torch(onnx_model, tmp_path):
     out = tmp_path / "sweep"
-    result = run_script("perf_sweep.py", "--model", str(onnx_model), "--batch_sizes", "1,4,8", "--images", "32", "--warmup", "2",
-                        "--output", str(out), env=no_torch_env(tmp_path))
+    result = run_script(
+        "perf_sweep.py",
+        "--model",
+        str(onnx_model),
+        "--batch_sizes",
+        "1,4,8",
+        "--images",
+        "32",
+        "--warmup",
+        "2",
+        "--output",
+        str(out),
+        env=no_torch_env(tmp_path),
+    )
     rows = check_sweep(out, [1, 4, 8], "onnxruntime")
     assert [r["images"] for r in rows] == [32, 32, 32] and [r["batches"] for r in rows] == [32, 8, 4]
     assert all(r["chips"] == 1 for r in rows), "one CPU worker: the card is the chip"
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["bs1.log", "bs4.log", "bs8.log"]
     assert not (out / "work").exists(), "inputs and outputs are removed unless --keep_work"
     assert "best batch:" in result.stdout
-    again = run_script("perf_sweep.py", "--model", str(onnx_model), "--batch_sizes", "1,4", "--images", "8", "--output", str(out),
-                       "--keep_work")
+    again = run_script(
+        "perf_sweep.py", "--model", str(onnx_model), "--batch_sizes", "1,4", "--images", "8", "--output", str(out), "--keep_work"
+    )
     assert (out / "work" / "inputs_bs4").is_dir()
-    refused = run_script("perf_sweep.py", "--model", str(onnx_model), "--batch_sizes", "1", "--images", "8", "--output", str(out),
-                         check=False)
+    refused = run_script(
+        "perf_sweep.py", "--model", str(onnx_model), "--batch_sizes", "1", "--images", "8", "--output", str(out), check=False
+    )
     assert_clean_error(refused, out / "work", "left by an earlier sweep")
     assert again.returncode == 0
 
 
 def test_sweep_rounds_images_to_whole_batches(onnx_model, tmp_path):
-    run_script("perf_sweep.py", "--model", str(onnx_model), "--batch_sizes", "3,64", "--images", "10", "--warmup", "0",
-               "--output", str(tmp_path / "s"))
+    run_script(
+        "perf_sweep.py",
+        "--model",
+        str(onnx_model),
+        "--batch_sizes",
+        "3,64",
+        "--images",
+        "10",
+        "--warmup",
+        "0",
+        "--output",
+        str(tmp_path / "s"),
+    )
     rows = json.loads((tmp_path / "s" / "sweep.json").read_text())["rows"]
     assert [(r["batches"], r["images"]) for r in rows] == [(3, 9), (1, 64)]
 
@@ -59,17 +85,36 @@ def test_sweep_rounds_images_to_whole_batches(onnx_model, tmp_path):
 @pytest.fixture(scope="module")
 def om_family(onnx_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("om_sweep")
-    run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(folder / "GAN_bs"), "--batch_sizes", "1 4",
-               env=env_with())
-    run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", "1,4", "--dynamic_output", str(folder / "GAN_dyn"),
-               env=env_with())
+    run_script(
+        "atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(folder / "GAN_bs"), "--batch_sizes", "1 4", env=env_with()
+    )
+    run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--dynamic_batch_size",
+        "1,4",
+        "--dynamic_output",
+        str(folder / "GAN_dyn"),
+        env=env_with(),
+    )
     return folder
 
 
 def test_sweep_over_static_om_models_with_msame(om_family, tmp_path):
     out = tmp_path / "sweep"
-    run_script("perf_sweep.py", "--model", str(om_family / "GAN_bs{N}.om"), "--batch_sizes", "1,4", "--images", "8",
-               "--output", str(out), env=env_with())
+    run_script(
+        "perf_sweep.py",
+        "--model",
+        str(om_family / "GAN_bs{N}.om"),
+        "--batch_sizes",
+        "1,4",
+        "--images",
+        "8",
+        "--output",
+        str(out),
+        env=env_with(),
+    )
     rows = check_sweep(out, [1, 4], "msame")
     assert [r["chips"] for r in rows] == [4, 4], "one chip of an Ascend310: the card figure is x4 (ModelZoo)"
     assert [re.sub(r".*/", "", r["model"]) for r in rows] == ["GAN_bs1.om", "GAN_bs4.om"]
@@ -78,11 +123,34 @@ def test_sweep_over_static_om_models_with_msame(om_family, tmp_path):
 
 def test_sweep_over_one_dynamic_om_with_ais_bench(om_family, tmp_path):
     out = tmp_path / "sweep"
-    run_script("perf_sweep.py", "--model", str(om_family / "GAN_dyn.om"), "--batch_sizes", "1,4", "--images", "8",
-               "--chips_per_card", "1", "--output", str(out), env=env_with())
+    run_script(
+        "perf_sweep.py",
+        "--model",
+        str(om_family / "GAN_dyn.om"),
+        "--batch_sizes",
+        "1,4",
+        "--images",
+        "8",
+        "--chips_per_card",
+        "1",
+        "--output",
+        str(out),
+        env=env_with(),
+    )
     rows = check_sweep(out, [1, 4], "ais_bench")
     assert [r["chips"] for r in rows] == [1, 1]
     assert "--dymBatch 4" in (out / "logs" / "bs4.log").read_text()
-    wrong = run_script("perf_sweep.py", "--model", str(om_family / "GAN_dyn.om"), "--batch_sizes", "1,8", "--images", "8",
-                       "--output", str(tmp_path / "s2"), env=env_with(), check=False)
+    wrong = run_script(
+        "perf_sweep.py",
+        "--model",
+        str(om_family / "GAN_dyn.om"),
+        "--batch_sizes",
+        "1,8",
+        "--images",
+        "8",
+        "--output",
+        str(tmp_path / "s2"),
+        env=env_with(),
+        check=False,
+    )
     assert_clean_error(wrong, "bs8.log", "failed at batch 8", "--dymBatch 8: not a gear")

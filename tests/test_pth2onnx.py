@@ -73,8 +73,9 @@ def test_int8_model_is_a_second_file_close_to_pytorch(checkpoint, testdata, tmp_
         assert runner.threads == min(runner.thread_probe, key=runner.thread_probe.get) if runner.thread_probe else runner.threads == 1
     images, vectors = testdata
     run_script("run_msame.sh", "--model", str(int8), "--input", str(vectors), "--output", str(tmp_path / "out"))
-    passed = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "int8",
-                        "--diff_image", "")
+    passed = run_script(
+        "GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "int8", "--diff_image", ""
+    )
     assert "PASS: int8" in passed.stdout
 
 
@@ -126,7 +127,7 @@ def test_fp16_preview_against_an_independent_numpy_implementation():
             expected = fp16(x @ w.T + b)
             # Two fp32 summation orders of n terms differ by at most 2 gamma_n sum|x_i w_i| (gamma_n = n u / (1 - n u),
             # u = 2^-24, Higham's bound); rounding to fp16 afterwards adds at most one fp16 ulp.
-            n, u = x.shape[1], 2.0 ** -24
+            n, u = x.shape[1], 2.0**-24
             bound = 2 * n * u / (1 - n * u) * (np.abs(x) @ np.abs(w).T + np.abs(b)) + one_ulp
             assert (np.abs(got - expected) <= bound).all(), node.name
             assert (got == expected).mean() >= 0.99, node.name

@@ -1,4 +1,5 @@
 """GAN_report.py checked as a person would see it: every picture decodes, every link resolves, nothing is left out silently."""
+
 import base64
 import io
 import re
@@ -104,10 +105,27 @@ def test_report_renders_in_a_browser(pipeline_workdir, tmp_path):
         pytest.skip("headless Chromium is not installed (Debian package 'chromium'): the report is not rendered")
     workdir, _ = pipeline_workdir
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,2400",
-                    f"--screenshot={shot}", (workdir / "report.html").as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1280,2400",
+            f"--screenshot={shot}",
+            (workdir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (2400, 1280)
     assert (pixels < 128).mean() > 0.02, "text, tables and pictures drawn (not a blank page)"

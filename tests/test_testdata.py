@@ -41,13 +41,33 @@ def test_bad_counts_and_stale_batches(checkpoint, tmp_path, testdata):
     assert_clean_error(run_script("GAN_testdata.py", *common, "--batch_size", "-4", check=False), "--batch_size", "positive integer")
     assert not (tmp_path / "i").exists()
     images, vectors = testdata  # 3 batches there; asking for 2 would leave batch 2 to be mistaken for this run's
-    assert_clean_error(run_script("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={images}",
-                                  f"--offline_path={vectors}", "--iters", "2", "--batch_size", "4", check=False),
-                       "holds batches 2 of an earlier run")
+    assert_clean_error(
+        run_script(
+            "GAN_testdata.py",
+            f"--pth_path={checkpoint}",
+            f"--online_path={images}",
+            f"--offline_path={vectors}",
+            "--iters",
+            "2",
+            "--batch_size",
+            "4",
+            check=False,
+        ),
+        "holds batches 2 of an earlier run",
+    )
 
 
 def test_unwritable_output_folder(checkpoint, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    assert_clean_error(run_script("GAN_testdata.py", f"--pth_path={checkpoint}", f"--online_path={blocker / 'images'}",
-                                  f"--offline_path={tmp_path / 'v'}", check=False), blocker / "images", "cannot create")
+    assert_clean_error(
+        run_script(
+            "GAN_testdata.py",
+            f"--pth_path={checkpoint}",
+            f"--online_path={blocker / 'images'}",
+            f"--offline_path={tmp_path / 'v'}",
+            check=False,
+        ),
+        blocker / "images",
+        "cannot create",
+    )

@@ -1,10 +1,11 @@
 """GAN_train.py for a few steps on a tiny MNIST-format dataset that the test writes itself (no ../shared)."""
+
 import numpy as np
 import torch
+from test_models import OFFICIAL_KEYS
 
 from conftest import assert_clean_error, run_script
 from models import load_generator
-from test_models import OFFICIAL_KEYS
 
 
 def write_idx(root, count=96):
@@ -14,8 +15,7 @@ def write_idx(root, count=96):
     images = (rng.random((count, 28, 28)) > 0.8).astype(np.uint8) * 255
     labels = rng.integers(0, 10, count).astype(np.uint8)
     for prefix, n in (("train", count), ("t10k", 16)):
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            np.array([2051, n, 28, 28], ">i4").tobytes() + images[:n].tobytes())
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images[:n].tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels[:n].tobytes())
     return root
 
@@ -33,8 +33,19 @@ def test_train_saves_loadable_weights_samples_and_resumes(tmp_path):
     assert (train_dir / "epoch_001.png").is_file() and (train_dir / "checkpoint.pt").is_file()
     checkpoint = torch.load(train_dir / "checkpoint.pt", weights_only=True)  # tensors and plain values: resumable safely
     assert {"generator", "discriminator", "opt_g", "opt_d", "ema", "epoch"} <= set(checkpoint) and checkpoint["epoch"] == 0
-    second = run_script("GAN_train.py", "--data_root", str(data), "--epochs", "2", "--batch_size", "32", "--output", str(output),
-                        "--resume", str(train_dir / "checkpoint.pt"))
+    second = run_script(
+        "GAN_train.py",
+        "--data_root",
+        str(data),
+        "--epochs",
+        "2",
+        "--batch_size",
+        "32",
+        "--output",
+        str(output),
+        "--resume",
+        str(train_dir / "checkpoint.pt"),
+    )
     assert "resumed from" in second.stdout and "epoch=2 " in second.stdout and "epoch=1 " not in second.stdout
     assert (train_dir / "epoch_002.png").is_file()
     assert torch.load(train_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1

@@ -15,7 +15,7 @@ from gan_runs import list_output_files, open_run
 @pytest.mark.parametrize("count", [1, 4, 10, 64])
 def test_grid_matches_torchvision_pixel_for_pixel(count, tmp_path):
     rng = np.random.default_rng(count)
-    for trial in range(5):
+    for _ in range(5):
         images = np.tanh(rng.normal(0, 1.5, (count, 1, 28, 28))).astype(np.float32)
         save_image(torch.from_numpy(images), tmp_path / "tv.png", normalize=True)
         expected = np.asarray(Image.open(tmp_path / "tv.png"))

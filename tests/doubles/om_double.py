@@ -1,4 +1,5 @@
 """The fake .om format shared by the doubles: one JSON header line, then the ONNX model bytes. NOT a real OM."""
+
 import json
 
 MAGIC = b"OM-TEST-DOUBLE "
@@ -13,7 +14,7 @@ def read_om(path):
     data = open(path, "rb").read()
     if not data.startswith(MAGIC):
         raise ValueError("not a test-double om")
-    header, onnx_bytes = data[len(MAGIC):].split(b"\n", 1)
+    header, onnx_bytes = data[len(MAGIC) :].split(b"\n", 1)
     return json.loads(header), onnx_bytes
 
 
