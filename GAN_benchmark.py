@@ -16,6 +16,11 @@ at start-up on that batch. Beside it, every fixed thread count is timed the same
 one backward, the better kept), so the table shows what the default chose against the best fixed choice.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import json
 import os

@@ -15,6 +15,11 @@ Also saves a picture of the first batch:
 reference | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import os
 import sys
@@ -24,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from gan_cli import InputError, check_output_file, refuse_overlap, run_main, short_list
-from gan_io import IMG_SIZE, atomic_path, grid_array, numbered_files, read_online, read_output, save_json
+from gan_io import IMG_SIZE, atomic_path, file_digest, grid_array, numbered_files, read_online, read_output
+from gan_records import save_step
 from gan_runs import list_output_files, open_run
 
 TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs error or None)
@@ -128,7 +134,7 @@ def main(args):
     print(f"reference: {reference_note}")
     print(f"reading {run.note}")
     worst, abs_sum, count, dot, norm_on, norm_off = 0.0, 0.0, 0, 0.0, 0.0, 0.0
-    picture_note, batches = "", []
+    picture_note, picture, batches = "", None, []
     if not args.quiet:
         print(f"{'batch':>6} {'images':>6} {'max_abs':>10} {'mean_abs':>10} {'cosine':>10}")
     for n, (i, online_file, offline_file) in enumerate(pairs):
@@ -156,6 +162,14 @@ def main(args):
         if n == 0 and args.diff_image:
             factor = save_diff_picture(online.reshape(-1, 1, 28, 28), offline.reshape(-1, 1, 28, 28), args.diff_image)
             picture_note = f"; batch {i} pictured in {args.diff_image} (difference magnified x{factor:.3g})"
+            # the report shows this picture beside these figures only while it is the same file (its sha256)
+            # its path is relative to the folder of --save_json, which the report reads it from (a workdir moves as a whole)
+            base = os.path.dirname(os.path.realpath(args.save_json)) if args.save_json else os.getcwd()
+            picture = {
+                "path": os.path.relpath(os.path.realpath(args.diff_image), base),
+                "sha256": file_digest(args.diff_image, "picture")[1],
+                "batch": i,
+            }
     cosine = cosine_of(dot, norm_on, norm_off)
     mean_abs = abs_sum / count
     print(
@@ -166,8 +180,9 @@ def main(args):
     limits = f"max_abs <= {max_abs_limit:g}" + (f", mean_abs <= {mean_abs_limit:g}" if mean_abs_limit else "")
     print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({limits}, cosine >= {cosine_limit:g})" + picture_note)
     if args.save_json:
-        save_json(
+        save_step(
             args.save_json,
+            "compare",
             {
                 "reference": str(args.online_path),
                 "reference_read": reference_note,
@@ -177,7 +192,7 @@ def main(args):
                 "limits": {"max_abs": max_abs_limit, "mean_abs": mean_abs_limit, "cosine": cosine_limit},
                 "overall": {"batches": len(pairs), "images": count // IMG_SIZE, "max_abs": worst, "mean_abs": mean_abs, "cosine": cosine},
                 "verdict": "PASS" if passed else "FAIL",
-                "diff_image": args.diff_image or None,
+                "picture": picture,
                 "batches": batches,
             },
         )

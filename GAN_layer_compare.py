@@ -20,6 +20,11 @@ RED < 0.05, KLD < 0.005, RMSE < 1.0, mean relative error < 1.0) are marked with 
 that breaks one is named. Needs torch (the PyTorch side).
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import csv
 import io
@@ -30,7 +35,8 @@ import numpy as np
 import torch
 
 from gan_cli import InputError, check_output_file, refuse_overlap, run_main
-from gan_io import LATENT_DIM, atomic_path, check_finite, onnx_session, read_bin, read_bytes
+from gan_io import LATENT_DIM, atomic_path, check_finite, read_bin
+from gan_onnx import ModelFile, model_signature, onnx_session, read_model
 from models import load_generator
 
 # msit debug compare's "normal precision" thresholds (value passes when the comparison holds)
@@ -107,16 +113,12 @@ def expose_all_outputs(model_bytes):
     return model
 
 
-def run_all_tensors(model_bytes, batch, model=None):
-    """{tensor name: value} of every node output of the model on `batch`, and the model's graph."""
-    model = model or expose_all_outputs(model_bytes)
-    session = onnx_session(model.SerializeToString())
-    (signature,) = session.get_inputs()
-    if isinstance(signature.shape[0], int) and signature.shape[0] != len(batch):
-        raise InputError(f"the ONNX model takes batches of exactly {signature.shape[0]}, the input holds {len(batch)} rows")
+def run_all_tensors(model_file, batch, model):
+    """{tensor name: value} of every node output of `model` (the model file with every output exposed) on `batch`."""
+    session = onnx_session(ModelFile(model.SerializeToString(), model_file.folder, model_file.name))
     names = [o.name for o in session.get_outputs()]
-    values = session.run(names, {signature.name: batch})
-    return dict(zip(names, values)), model.graph
+    values = session.run(names, {session.get_inputs()[0].name: batch})
+    return dict(zip(names, values))
 
 
 def pytorch_layers(generator, batch, dtype):
@@ -184,15 +186,20 @@ def layer_table(pth, onnx_model, batch):
     generator = load_generator(pth)
     reference = pytorch_layers(generator, batch, torch.float64)
     fp32 = {i: out for i, _, out in pytorch_layers(generator, batch, torch.float32)}
-    model_bytes = onnx_model if isinstance(onnx_model, bytes) else read_bytes(onnx_model, "ONNX model")
+    if isinstance(onnx_model, bytes):
+        model_file = ModelFile(onnx_model, None, "the model")
+    else:
+        model_file = read_model(onnx_model)  # with its folder, for weights kept as external data
+    # the one check every consumer of a model makes: one float32 (batch, 100) input, float outputs
+    signature = model_signature(onnx_session(model_file), model_file.name, features=LATENT_DIM)
+    if signature.fixed_batch is not None and signature.fixed_batch != len(batch):
+        raise InputError(f"{model_file.name}: takes batches of exactly {signature.fixed_batch}, the input holds {len(batch)} rows")
     try:
-        model = expose_all_outputs(model_bytes)
+        model = expose_all_outputs(model_file.content)
     except Exception as err:  # noqa: BLE001 - protobuf raises various errors on a file that is not ONNX
-        raise InputError(
-            f"{onnx_model if not isinstance(onnx_model, bytes) else 'the model'}: not a readable ONNX model ({type(err).__name__})"
-        ) from None
+        raise InputError(f"{model_file.name}: not a readable ONNX model ({type(err).__name__})") from None
     mapped = map_layers(model.graph, reference)  # before running: a model of another network is refused as such
-    tensors, _ = run_all_tensors(model_bytes, batch, model)
+    tensors = run_all_tensors(model_file, batch, model)
     rows = []
     for label, node, tensor, index in mapped:
         ours = tensors[tensor].astype(np.float64)

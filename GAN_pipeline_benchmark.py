@@ -8,6 +8,11 @@ new work folder (removed afterwards unless --keep), and prints per-step wall tim
 streams file by file grows linearly in time and not at all in memory.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import re
 import shutil
@@ -17,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import InputError, positive_int, run_main
+from gan_cli import InputError, outfmt, positive_int, run_main
 
 HERE = Path(__file__).resolve().parent
 STEP_LINE = re.compile(r"^  (\w+)\s+([0-9.]+) s(?:\s+(\d+) MB)?$", re.M)
@@ -30,7 +35,7 @@ def get_args_parser():
     parser.add_argument("--batch_size", type=positive_int, default=64, help="batch size")
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs of the base workload")
     parser.add_argument("--scale", type=int, default=10, help="the large run does scale x iters (0: no large run)")
-    parser.add_argument("--outfmt", default="TXT", choices=["TXT", "BIN"], help="offline output format")
+    parser.add_argument("--outfmt", type=outfmt, default="TXT", choices=["TXT", "BIN"], help="offline output format, any case")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     return parser
 

@@ -23,6 +23,11 @@ simulation of an Ascend chip: the order of the fp32 accumulation, how atc fuses 
 vector unit's own fp16 functions are not documented.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import io
 import logging
@@ -35,7 +40,9 @@ import torch
 import torch.nn as nn
 
 from gan_cli import InputError, check_output_file, non_negative_float, refuse_overlap, run_main
-from gan_io import IMG_SHAPE, LATENT_DIM, onnx_session, save_json, write_bytes_atomic
+from gan_io import IMG_SHAPE, LATENT_DIM, write_bytes_atomic
+from gan_onnx import onnx_session
+from gan_records import save_step
 from models import load_generator
 
 CHECK_BATCHES = (1, 16, 64)
@@ -261,8 +268,9 @@ def main(args):
             "fp16 arithmetic emulated on ONNX Runtime; not for atc",
         )
     if args.save_json:
-        save_json(
+        save_step(
             args.save_json,
+            "export",
             {"input_file": str(args.input_file), "opset": args.opset, "fold": args.fold, "max_diff": args.max_diff, "models": checks},
         )
 

@@ -3,39 +3,54 @@
     python GAN_report.py --workdir runs/20261126_101500
 
 run_pipeline.sh calls it last; it also reads a workdir filled by hand with the README's commands. It
-computes none of the steps' figures again: it reads what they saved, steps.tsv (run_pipeline.sh: each
-step's command, wall time, peak memory), export.json, testdata.json, compare.json, eval.json and
-perf.json (each step's --save_json), the runner's summary beside the newest run under out/
-(.<run>_summary.json), sweep/sweep.json and sweep/sweep.png (perf_sweep.py) when present, and the
-pictures images/<i>.jpg, genimg/<i>.jpg and compare_first_batch.png. It only adds checksums and the
-versions of the environment. A part whose file is missing is stated as missing, not left out.
+computes none of the steps' figures again: it reads what they saved, through the project's validating
+readers (gan_records.py): steps.tsv (run_pipeline.sh: each step's command, status, wall time, peak memory),
+export.json, testdata.json, compare.json, eval.json and perf.json (each step's --save_json), the runner's
+summary beside the newest complete run under out/, sweep/sweep.json (perf_sweep.py, optional), and the
+pictures images/<i>.jpg, genimg/<i>.jpg, the picture compare.json names and the plot sweep.json names.
+
+A report is safe to share: every text that comes from the run (paths, commands, notes) is escaped in both
+files (HTML, Markdown's own characters, table pipes; code spans fenced with enough backticks), and every
+table renders as a table. A picture is embedded (HTML) or linked (Markdown) only if it is a regular file
+inside the workdir, reached through no symbolic link, that decodes as the kind its name claims, and, for
+a step's own picture, still the file that step drew (its sha256); anything else is stated as refused. A
+part whose file is absent is stated as missing (a sweep, which is optional, as not run); a file of the
+wrong shape is stated as invalid, with the reason. A workdir with nothing of any step is refused.
 report.html embeds its pictures and needs no network and no JavaScript; report.md links them.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
 import argparse
 import base64
-import hashlib
 import html
-import json
+import io
 import os
 import platform
+import re
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import quote
 
 from gan_cli import InputError, check_output_file, run_main
-from gan_io import write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, cpu_name
+from gan_io import file_digest, read_regular, write_bytes_atomic
+from gan_perf import REFERENCE_SERIES, cpu_features, describe_cpu
+from gan_records import read_step, read_steps, read_summary
 from gan_runs import beside_run, open_run
 
 GRIDS_SHOWN = 3  # online and offline grids of the first batches, side by side
+MAX_PICTURE_BYTES = 32 * 1024 * 1024
 GUIDE_TABLE = [
     ("msame, Ascend 310 card (4 chips), guide", 1, 0.43, 9302.326),
     ("msame, Ascend 310 card (4 chips), guide", 16, 0.47, 136170.213),
     ("trtexec --fp16, NVIDIA T4, guide", 1, 0.0826078, 12105.394),
     ("trtexec --fp16, NVIDIA T4, guide", 16, 0.0887248, 180332.895),
 ]
+STEP_FILES = ("export.json", "testdata.json", "compare.json", "eval.json", "perf.json")
 
 
 def get_args_parser():
@@ -47,26 +62,41 @@ def get_args_parser():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# What the steps saved.
+# One number format per kind of figure, in every table.
 
 
-def load(workdir, name):
-    """A step's JSON in the workdir, or None when that step did not save one."""
+def ms(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+def per_s(value):
+    return f"{value:,.1f}"
+
+
+def error(value):
+    return f"{value:.3e}"
+
+
+def cosine(value):
+    return f"{value:.7f}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the steps saved: (value, None), or (None, a block saying why not).
+
+
+class Code(str):
+    """Text shown as typed (a command, a path): a code span in Markdown, <code> in HTML."""
+
+
+def part(workdir, name, reader=read_step, optional=False, how=""):
     path = workdir / name
-    if not path.is_file():
-        return None
+    if not os.path.lexists(path):
+        return None, ("not_run" if optional else "missing", [f"{name} is {'not in this workdir' if optional else 'missing'}", how])
     try:
-        return json.loads(path.read_bytes())
-    except ValueError:
-        raise InputError(f"{path}: not readable JSON (written by a step's --save_json?)") from None
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return reader(path), None
+    except InputError as err:
+        return None, ("invalid", [f"{name} cannot be used: {err}"])
 
 
 def versions():
@@ -79,49 +109,90 @@ def versions():
     return found
 
 
+def picture(workdir, relative, caption, sha256=None):
+    """("pictures", [(caption, relative path, bytes, kind)]) for a picture that may be shown, else a "refused" block."""
+    root = os.path.realpath(workdir)
+    path = os.path.normpath(os.path.join(root, relative))
+    shown = Code(relative)
+    if os.path.commonpath([path, root]) != root:
+        return ("refused", ["picture ", shown, " lies outside the workdir: not embedded"])
+    if os.path.realpath(path) != path:
+        return ("refused", ["picture ", shown, " is reached through a symbolic link: not embedded"])
+    kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower())
+    try:
+        data = read_regular(path, "picture", MAX_PICTURE_BYTES, follow_links=False)
+    except InputError as err:
+        return ("refused", ["picture ", shown, f" not embedded: {str(err).split(': ', 1)[-1]}"])
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            decoded = image.format
+            image.verify()
+    except Exception:  # noqa: BLE001 - Pillow raises many types on a file that is not a picture
+        decoded = None
+    if kind is None or decoded != kind:
+        return ("refused", ["picture ", shown, f" does not decode as the {kind or 'picture'} its name claims: not embedded"])
+    if sha256 is not None and file_digest(path, "picture")[1] != sha256:
+        return ("refused", ["picture ", shown, " is not the one its step drew (sha256 differs: replaced since): not shown"])
+    return ("pictures", [(caption, relative, data, kind)])
+
+
+def relative_inside(workdir, path):
+    """`path` relative to the workdir's real path, or None when it lies outside."""
+    root = os.path.realpath(workdir)
+    full = os.path.normpath(os.path.join(root, path))
+    return os.path.relpath(full, root) if os.path.commonpath([full, root]) == root else None
+
+
 # ---------------------------------------------------------------------------------------------------------
-# The report as blocks: ("h1"|"h2"|"h3", zh, en), ("p", text), ("missing", text), ("table", header, rows),
-# ("pictures", [(caption, path relative to the workdir)]), ("details", summary, block).
+# The report as blocks: ("h1"|"h2"|"h3", zh, en), ("p" | "missing" | "invalid" | "not_run" | "refused", [segments]),
+# ("table", header, rows), ("pictures", [(caption, path, bytes, kind)]), ("details", summary, block).
+# A segment or cell is text (escaped on output) or Code.
 
 
-def section_run(workdir, steps):
+def section_run(steps, problem):
     blocks = [("h2", "运行步骤", "What was run")]
-    if not steps:
-        return blocks + [("missing", "not recorded: steps.tsv is missing (the workdir was not made by run_pipeline.sh)")]
-    rows = [[s["step"], f"`{s['command'].strip()}`", s["seconds"], s["peak_mb"]] for s in steps]
-    total = sum(float(s["seconds"]) for s in steps)
+    if problem:
+        return blocks + [problem]
+    rows = [[s["step"], Code(s["command"].strip()), s["status"], f"{s['seconds']:.2f}", s["peak_mb"] or "-"] for s in steps]
+    total = sum(s["seconds"] for s in steps)
     return blocks + [
-        ("table", ["步骤 Step", "命令 Command", "耗时 Wall time (s)", "峰值内存 Peak memory (MB)"], rows),
-        ("p", f"Total of the steps above: {total:.2f} s (this report is the step after them)."),
+        ("table", ["步骤 Step", "命令 Command", "状态 Status", "耗时 Wall time (s)", "峰值内存 Peak memory (MB)"], rows),
+        ("p", [f"Total of the steps above: {total:.2f} s (this report is the step after them)."]),
     ]
 
 
-def section_environment(workdir, testdata, export):
+def section_environment(workdir, testdata, export, summary):
     weights = (testdata or {}).get("pth_path") or (export or {}).get("input_file")
-    inputs = sorted((workdir / "vectors").glob("*.bin"), key=lambda p: (len(p.name), p.name)) if (workdir / "vectors").is_dir() else []
+    vectors = workdir / "vectors"
+    inputs = sorted(vectors.glob("*.bin"), key=lambda p: (len(p.name), p.name)) if vectors.is_dir() else []
+    cpu = (summary or {}).get("cpu")
     rows = [
-        ["CPU", f"{cpu_name()}, {os.cpu_count()} cores"],
+        ["CPU (offline step)" if cpu else "CPU (this report)", describe_cpu(cpu or cpu_features())],
         ["OS", platform.platform()],
         ["Python", platform.python_version()],
         *[[name, version] for name, version in versions().items()],
     ]
     if testdata:
         rows += [["seed", testdata["seed"]], ["batches x batch size", f"{testdata['iters']} x {testdata['batch_size']}"]]
-    else:
-        rows.append(["seed", "missing: testdata.json (GAN_testdata.py --save_json)"])
     for label, path in (("weights", weights), ("ONNX model", workdir / "GAN.onnx"), ("first input file", inputs[0] if inputs else None)):
-        if path and Path(path).is_file():
-            rows.append([f"sha256 of {label}", f"{Path(path).name}: {sha256(path)}"])
-        else:
-            rows.append([f"sha256 of {label}", f"missing{': ' + str(path) if path else ''}"])
+        try:
+            rows.append([f"sha256 of {label}", Code(f"{Path(path).name}: {file_digest(path, label, follow_links=True)[1]}")])
+        except (InputError, TypeError):
+            rows.append([f"sha256 of {label}", "missing" if path is None else Code(f"missing: {path}")])
     return [("h2", "推理环境", "Environment"), ("table", ["项目 Item", "值 Value"], rows)]
 
 
-def section_precision(workdir, export, compare):
+def section_precision(workdir, export, export_problem, compare, compare_problem):
     blocks = [("h2", "精度", "Precision")]
     if export:
         rows = [
-            [Path(model).name, check["kind"], *(f"{check['max_abs_by_batch'].get(str(b), float('nan')):.3e}" for b in (1, 16, 64))]
+            [
+                Code(Path(model).name),
+                check["kind"],
+                *(error(check["max_abs_by_batch"][b]) if b in check["max_abs_by_batch"] else "-" for b in ("1", "16", "64")),
+            ]
             for model, check in export["models"].items()
         ]
         blocks += [
@@ -129,10 +200,10 @@ def section_precision(workdir, export, compare):
             ("table", ["模型 Model", "类型 Kind", "batch 1 max abs", "batch 16 max abs", "batch 64 max abs"], rows),
         ]
     else:
-        blocks.append(("missing", "export check: export.json is missing (GAN_pth2onnx.py --save_json)"))
+        blocks.append(export_problem)
     blocks.append(("h3", "离线与在线对比", "Offline against online, GAN_compare.py"))
     if not compare:
-        return blocks + [("missing", "compare.json is missing (GAN_compare.py --save_json)")]
+        return blocks + [compare_problem]
     o, limits = compare["overall"], compare["limits"]
     bounds = (
         f"max abs <= {limits['max_abs']:g}"
@@ -147,42 +218,41 @@ def section_precision(workdir, export, compare):
                 [
                     o["batches"],
                     o["images"],
-                    f"{o['max_abs']:.3e}",
-                    f"{o['mean_abs']:.3e}",
-                    f"{o['cosine']:.7f}",
+                    error(o["max_abs"]),
+                    error(o["mean_abs"]),
+                    cosine(o["cosine"]),
                     f"{compare['verdict']} ({compare['tolerance']}: {bounds})",
                 ]
             ],
         ),
-        ("p", f"Reference: {compare['reference_read']}. Offline: {compare['offline_read']}."),
+        ("p", ["Reference: ", Code(compare["reference_read"]), ". Offline: ", Code(compare["offline_read"]), "."]),
         (
             "details",
             f"Every batch ({len(compare['batches'])})",
             (
                 "table",
                 ["batch", "images", "max abs", "mean abs", "cosine"],
-                [
-                    [b["batch"], b["images"], f"{b['max_abs']:.3e}", f"{b['mean_abs']:.3e}", f"{b['cosine']:.7f}"]
-                    for b in compare["batches"]
-                ],
+                [[b["batch"], b["images"], error(b["max_abs"]), error(b["mean_abs"]), cosine(b["cosine"])] for b in compare["batches"]],
             ),
         ),
     ]
-    picture = relative(workdir, compare.get("diff_image")) or "compare_first_batch.png"
-    if (workdir / picture).is_file():
-        blocks.append(("pictures", [("online | offline | difference, magnified until its largest value is white", picture)]))
-    else:
-        blocks.append(("missing", f"the difference picture {picture} is missing"))
-    return blocks
+    shown = compare["picture"]
+    if shown is None:
+        return blocks + [("p", ["This comparison drew no difference picture (--diff_image '')."])]
+    inside = relative_inside(workdir, shown["path"])
+    if inside is None:
+        return blocks + [("refused", ["the difference picture ", Code(shown["path"]), " lies outside the workdir: not embedded"])]
+    caption = f"batch {shown['batch']}: reference | offline | difference, magnified until its largest value is white"
+    return blocks + [picture(workdir, inside, caption, shown["sha256"])]
 
 
-def section_quality(evaluation):
+def section_quality(evaluation, problem):
     blocks = [("h2", "图像质量", "Image quality, GAN_eval.py")]
     if not evaluation:
-        return blocks + [("missing", "eval.json is missing (GAN_eval.py --save_json)")]
+        return blocks + [problem]
     rows = [
         [
-            r["source"],
+            Code(r["source"]),
             r["images"],
             f"{r['confidence']:.4f}",
             f"{r['inception_score']:.3f}",
@@ -194,113 +264,76 @@ def section_quality(evaluation):
         for r in evaluation["rows"]
     ]
     t = evaluation["targets"]
+    header = ["样本 Samples", "图片 Images", "置信度 Confidence", "IS analogue", "Frechet distance", "最少数字 Rarest digit"]
     return blocks + [
-        (
-            "table",
-            [
-                "样本 Samples",
-                "图片 Images",
-                "置信度 Confidence",
-                "IS analogue",
-                "Frechet distance",
-                "最少数字 Rarest digit",
-                "数字占比 Digit shares 0..9 (%)",
-                "目标 Targets",
-            ],
-            rows,
-        ),
+        ("table", [*header, "数字占比 Digit shares 0..9 (%)", "目标 Targets"], rows),
         (
             "p",
-            f"Targets: confidence >= {t['confidence']}, IS analogue >= {t['inception_score']}, every digit >= {t['min_digit_share']:.0%}.",
+            [
+                f"Targets: confidence >= {t['confidence']}, IS analogue >= {t['inception_score']}, every digit >= {t['min_digit_share']:.0%}."
+            ],
         ),
     ]
 
 
 def section_pictures(workdir):
-    pairs = [(f"images/{i}.jpg", f"genimg/{i}.jpg") for i in range(GRIDS_SHOWN) if (workdir / "images" / f"{i}.jpg").is_file()]
     blocks = [("h2", "在线与离线图片", "Online and offline images")]
+    pairs = [(f"images/{i}.jpg", f"genimg/{i}.jpg") for i in range(GRIDS_SHOWN) if os.path.lexists(workdir / "images" / f"{i}.jpg")]
     if not pairs:
-        return blocks + [("missing", "images/<i>.jpg are missing (GAN_testdata.py)")]
+        return blocks + [("missing", ["images/<i>.jpg are missing (GAN_testdata.py)"])]
     for online, offline in pairs:
-        shown = [(f"online (PyTorch) {online}", online)]
-        shown.append((f"offline {offline}", offline) if (workdir / offline).is_file() else None)
-        blocks.append(("pictures", [s for s in shown if s]))
-        if not (workdir / offline).is_file():
-            blocks.append(("missing", f"{offline} is missing (GAN_txt2jpg.py)"))
+        shown = [picture(workdir, online, f"online (PyTorch) {online}")]
+        if os.path.lexists(workdir / offline):
+            shown.append(picture(workdir, offline, f"offline {offline}"))
+        else:
+            shown.append(("missing", [f"{offline} is missing (GAN_txt2jpg.py)"]))
+        figures = [f for kind, figs in (b for b in shown if b[0] == "pictures") for f in figs]
+        if figures:
+            blocks.append(("pictures", figures))
+        blocks += [b for b in shown if b[0] != "pictures"]
     return blocks
 
 
-def section_performance(workdir, perf):
+def section_performance(workdir, perf, perf_problem, summary, summary_problem, sweep, sweep_problem):
     blocks = [("h2", "性能", "Performance"), ("h3", "离线推理时延", "Offline step: latency distribution")]
-    summary = runner_summary(workdir)
     if summary:
         s = summary["NPU_compute_time"]
+        header = ["min (ms)", "max (ms)", "mean (ms)", "median (ms)", "p99 (ms)", "calls", "images/s per worker", "warm-up", "loop"]
+        row = [ms(s["min"]), ms(s["max"]), ms(s["mean"]), ms(s["median"]), ms(s["percentile(99%)"]), s["count"]]
+        row += [per_s(summary["throughput"]), summary.get("warmup", "-"), summary.get("loop", "-")]
         blocks += [
-            (
-                "table",
-                [
-                    "min (ms)",
-                    "max (ms)",
-                    "mean (ms)",
-                    "median (ms)",
-                    "p90 (ms)",
-                    "p99 (ms)",
-                    "calls",
-                    "images/s per worker",
-                    "warm-up",
-                    "loop",
-                ],
-                [
-                    [
-                        f"{s['min']:.4f}",
-                        f"{s['max']:.4f}",
-                        f"{s['mean']:.4f}",
-                        f"{s['median']:.4f}",
-                        f"{s['percentile(90%)']:.4f}",
-                        f"{s['percentile(99%)']:.4f}",
-                        s["count"],
-                        f"{summary['throughput']:,.1f}",
-                        summary.get("warmup", "-"),
-                        summary.get("loop", "-"),
-                    ]
-                ],
-            ),
-            ("p", f"From {summary['_path']} ({summary.get('tool', 'ais_bench layout')})."),
+            ("table", header, [row]),
+            ("p", ["From ", Code(summary["_path"]), f" ({summary['tool']}); threads: ", Code(summary.get("threads", "-")), "."]),
         ]
     else:
-        blocks.append(("missing", "the runner's summary (out/.<run>_summary.json) is missing: the offline step ran with another tool"))
+        blocks.append(summary_problem)
     blocks.append(("h3", "吞吐率", "Throughput, perf_calc.py"))
     if perf:
         rows = [
             [
-                Path(r["log"]).name,
+                Code(Path(r["log"]).name),
                 r["tool"],
                 r["batch_size"],
                 r["chips"],
-                f"{r['latency_ms']:.6g}",
-                ms(r.get("p50_ms")),
-                ms(r.get("p99_ms")),
-                f"{r['fps']:,.3f}",
+                r["chips_rule"],
+                ms(r["latency_ms"]),
+                ms(r["p50_ms"]),
+                ms(r["p99_ms"]),
+                per_s(r["fps"]),
             ]
             for r in perf["logs"]
         ]
-        blocks.append(
-            (
-                "table",
-                ["日志 Log", "工具 Tool", "batch", "chips", "时延 Latency mean (ms)", "p50 (ms)", "p99 (ms)", "吞吐率 images/s"],
-                rows,
-            )
-        )
+        header = ["日志 Log", "工具 Tool", "batch", "chips", "芯片规则 Chip rule", "时延 Latency mean (ms)", "p50 (ms)", "p99 (ms)"]
+        blocks.append(("table", [*header, "吞吐率 images/s"], rows))
     else:
-        blocks.append(("missing", "perf.json is missing (perf_calc.py --save_json)"))
+        blocks.append(perf_problem)
     blocks.append(("h3", "批大小扫描", "Batch sweep, perf_sweep.py"))
-    sweep = load(workdir, "sweep/sweep.json")
     if sweep:
         rows = [
             [
                 f"bs{r['batch_size']}",
-                f"{r['images_per_s_per_card']:,.2f}",
-                f"{r['latency_ms']:.4f}",
+                per_s(r["images_per_s_per_card"]),
+                ms(r["latency_ms"]),
                 ms(r["p50_ms"]),
                 ms(r["p99_ms"]),
                 r["chips"],
@@ -308,24 +341,25 @@ def section_performance(workdir, perf):
             ]
             for r in sweep["rows"]
         ]
-        rows.append(["最优batch (best)", f"{sweep['best_images_per_s_per_card']:,.2f} (bs{sweep['best_batch']})", "", "", "", "", ""])
+        rows.append(["最优batch (best)", f"{per_s(sweep['best_images_per_s_per_card'])} (bs{sweep['best_batch']})", "", "", "", "", ""])
         blocks += [
-            ("p", f"Device: {sweep['device']}."),
+            ("p", ["Device: ", Code(sweep["device"]), "."]),
             ("table", ["Batch", "images/s per card", "mean (ms)", "p50 (ms)", "p99 (ms)", "chips", "tool"], rows),
         ]
-        if (workdir / "sweep" / "sweep.png").is_file():
-            blocks.append(("pictures", [("images/s against batch size, beside the guide's figures", "sweep/sweep.png")]))
-    else:
-        blocks.append(
-            (
-                "missing",
-                f"no batch sweep in this workdir (python perf_sweep.py --model {workdir / 'GAN.onnx'} "
-                f"--output {workdir / 'sweep'} adds one)",
+        if sweep["plot"]:
+            blocks.append(
+                picture(
+                    workdir,
+                    f"sweep/{sweep['plot']['path']}",
+                    "images/s against batch size, beside the guide's figures",
+                    sweep["plot"]["sha256"],
+                )
             )
-        )
-    rows = [[source, batch, f"{latency:g}", f"{fps:,.3f}"] for source, batch, latency, fps in GUIDE_TABLE]
+    else:
+        blocks.append(sweep_problem)
+    rows = [[source, batch, f"{latency:g}", per_s(fps)] for source, batch, latency, fps in GUIDE_TABLE]
     rows += [
-        [source, batch, "-", f"{fps:,.2f}"]
+        [source, batch, "-", per_s(fps)]
         for source, series in REFERENCE_SERIES.items()
         if "newer" in source
         for batch, fps in series.items()
@@ -337,33 +371,58 @@ def section_performance(workdir, perf):
 
 
 def runner_summary(workdir):
+    """The runner's summary of the newest complete run under out/ (checked with the run), or (None, a block)."""
+    if not os.path.lexists(workdir / "out"):
+        return None, ("missing", ["out/ is missing (the offline step, run_msame.sh)"])
     try:
         run = open_run(workdir / "out")
-    except InputError:
-        return None
+    except InputError as err:
+        return None, ("invalid", [f"the offline run cannot be used: {err}"])
     path = beside_run(run.path, "_summary.json")
-    summary = load(path.parent, path.name) if path.is_file() else None
-    if summary:
-        summary["_path"] = relative(workdir, path) or str(path)
-    return summary
-
-
-def ms(value):
-    return "-" if value is None else f"{value:.4g}"
-
-
-def relative(workdir, path):
-    """`path` relative to the workdir when it lies inside it, else None."""
-    if not path:
-        return None
-    try:
-        return str(Path(os.path.realpath(path)).relative_to(os.path.realpath(workdir)))
-    except ValueError:
-        return None
+    if not (run.manifest and path.name in (run.manifest.get("beside") or {})):
+        return None, ("missing", [f"the run {run.path.name} has no runner's summary: it ran with another tool"])
+    summary = read_summary(path)  # its sha256 was checked with the run
+    summary["_path"] = relative_inside(workdir, str(path)) or str(path)
+    return summary, None
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Rendering.
+# Rendering. Every text from the run is escaped here, once, for each format.
+
+MD_SPECIAL = re.compile(r"([\\`*_\[\]<>&|~!#])")
+MD_BLOCK_START = re.compile(r"^([+=-]|\d+(?=[.)]))")  # a list item, setext line or ordered item if a paragraph began so
+
+
+def md_text(text, starts_block=False):
+    """Text from the run as Markdown that shows it as it is: every character Markdown (or GFM) would read as markup
+    backslash-escaped, on one line; at the start of a paragraph also what would begin a list or a heading line."""
+    text = MD_SPECIAL.sub(r"\\\1", re.sub(r"\s*\n\s*", " ", str(text)))
+    match = MD_BLOCK_START.match(text) if starts_block else None
+    if match:
+        end = match.end()
+        text = (text[:end] + "\\" + text[end:]) if match.group(1)[0].isdigit() else "\\" + text
+    return text
+
+
+def md_code(text, in_table=False):
+    """A code span that holds `text` exactly: fenced with more backticks than its longest run, padded where it
+    starts or ends with a backtick; in a table, its pipes escaped (GFM reads them before the span)."""
+    text = re.sub(r"\s*\n\s*", " ", str(text))
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    span = f"{fence}{pad}{text}{pad}{fence}"
+    return span.replace("|", "\\|") if in_table else span
+
+
+def md_segments(segments, in_table=False):
+    if isinstance(segments, (str, int, float)):
+        segments = [segments]
+    return "".join(
+        md_code(s, in_table) if isinstance(s, Code) else md_text(s, starts_block=k == 0 and not in_table) for k, s in enumerate(segments)
+    )
+
+
+LABELS = {"missing": "缺失 (missing)", "invalid": "无效 (invalid)", "not_run": "未运行 (not run)", "refused": "已拒绝 (refused)"}
 
 
 def to_markdown(blocks):
@@ -371,82 +430,74 @@ def to_markdown(blocks):
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3"):
-            lines += [f"{'#' * int(kind[1])} {block[1]} ({block[2]})", ""]
+            lines += [f"{'#' * int(kind[1])} {md_text(block[1])} ({md_text(block[2])})", ""]
         elif kind == "p":
-            lines += [block[1], ""]
-        elif kind == "missing":
-            lines += [f"**缺失 (missing)**: {block[1]}", ""]
+            lines += [md_segments(block[1]), ""]
+        elif kind in LABELS:
+            lines += [f"**{LABELS[kind]}**: {md_segments(block[1])}", ""]
         elif kind == "table":
             lines += markdown_table(block[1], block[2]) + [""]
         elif kind == "pictures":
-            lines += [
-                "| " + " | ".join(caption for caption, _ in block[1]) + " |",
-                "|" + "---|" * len(block[1]),
-                "| " + " | ".join(f"![{caption}]({path})" for caption, path in block[1]) + " |",
-                "",
-            ]
+            header = [caption for caption, *_ in block[1]]
+            cells = [f"![{md_text(caption)}]({quote(path, safe='/')})" for caption, path, *_ in block[1]]
+            lines += markdown_table(header, [])[:2] + ["| " + " | ".join(cells) + " |", ""]
         elif kind == "details":
-            lines += [block[1] + ":", ""] + to_markdown([block[2]]).splitlines() + [""]
+            lines += [md_text(block[1]) + ":", ""] + to_markdown([block[2]]).splitlines() + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def markdown_table(header, rows):
-    def cell(value):
-        return str(value).replace("|", "\\|").replace("\n", " ")
+    def line(cells):
+        return "| " + " | ".join(md_segments(c if isinstance(c, Code) else str(c), in_table=True) for c in cells) + " |"
 
-    return ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(map(cell, row)) + " |" for row in rows
-    ]
+    return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
 
 
-STYLE = """body{font-family:"Noto Sans CJK SC","Noto Sans",Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222}
+STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","Helvetica Neue",Arial,"Noto Sans CJK SC","Source Han Sans SC",
+"PingFang SC","Hiragino Sans GB","Microsoft YaHei","WenQuanYi Micro Hei",sans-serif;margin:24px auto;padding:0 24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:left}
-th{background:#eef}code{font-size:12px}.missing{color:#a00}figure{display:inline-block;margin:4px 16px 12px 0}
-figcaption{font-size:12px;color:#555}h2{border-bottom:2px solid #ccd;padding-bottom:4px;margin-top:32px}"""
+th{background:#eef}code{font-size:12px;word-break:break-all}.missing,.invalid,.refused{color:#a00}.not_run{color:#666}
+figure{display:inline-block;margin:4px 16px 12px 0}figcaption{font-size:12px;color:#555}
+h2{border-bottom:2px solid #ccd;padding-bottom:4px;margin-top:32px}"""
 
 
-def to_html(blocks, workdir, title):
+def html_segments(segments):
+    if isinstance(segments, (str, int, float)):
+        segments = [segments]
+    return "".join(f"<code>{html.escape(s)}</code>" if isinstance(s, Code) else html.escape(str(s)) for s in segments)
+
+
+def to_html(blocks, title):
     parts = [
-        f"<!DOCTYPE html><html lang='zh-CN'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body>"
+        f"<!DOCTYPE html><html lang='zh-CN'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
     ]
-    for block in blocks:
-        parts.append(html_block(block, workdir))
+    parts += [html_block(block) for block in blocks]
     return "\n".join(parts + ["</body></html>"]) + "\n"
 
 
-def html_block(block, workdir):
+def html_block(block):
     kind = block[0]
     if kind in ("h1", "h2", "h3"):
         return f"<{kind}>{html.escape(block[1])} <small>{html.escape(block[2])}</small></{kind}>"
     if kind == "p":
-        return f"<p>{html.escape(block[1])}</p>"
-    if kind == "missing":
-        return f"<p class='missing'><b>缺失 (missing)</b>: {html.escape(block[1])}</p>"
+        return f"<p>{html_segments(block[1])}</p>"
+    if kind in LABELS:
+        return f"<p class='{kind}'><b>{LABELS[kind]}</b>: {html_segments(block[1])}</p>"
     if kind == "table":
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])
-        body = "".join("<tr>" + "".join(f"<td>{cell_html(c)}</td>" for c in row) + "</tr>" for row in block[2])
+        head = "".join(f"<th>{html_segments(h)}</th>" for h in block[1])
+        body = "".join("<tr>" + "".join(f"<td>{html_segments(c)}</td>" for c in row) + "</tr>" for row in block[2])
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if kind == "pictures":
-        return "<div>" + "".join(figure(workdir, caption, path) for caption, path in block[1]) + "</div>"
+        return "<div>" + "".join(figure(*shown) for shown in block[1]) + "</div>"
     if kind == "details":
-        return f"<details><summary>{html.escape(block[1])}</summary>{html_block(block[2], workdir)}</details>"
+        return f"<details><summary>{html.escape(block[1])}</summary>{html_block(block[2])}</details>"
     raise ValueError(kind)
 
 
-def cell_html(value):
-    text = str(value)
-    if text.startswith("`") and text.endswith("`"):
-        return f"<code>{html.escape(text[1:-1])}</code>"
-    return html.escape(text)
-
-
-def figure(workdir, caption, path):
-    data = (workdir / path).read_bytes()
-    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
+def figure(caption, path, data, kind):
     return (
         f"<figure><img alt='{html.escape(caption)}' data-source='{html.escape(path)}' "
-        f"src='data:image/{kind};base64,{base64.b64encode(data).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+        f"src='data:image/{kind.lower()};base64,{base64.b64encode(data).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
 
@@ -454,35 +505,54 @@ def main(args):
     workdir = Path(args.workdir)
     if not workdir.is_dir():
         raise InputError(f"{workdir}: no such workdir")
+    known = ("steps.tsv", *STEP_FILES, "out", "images", "sweep")
+    if not any(os.path.lexists(workdir / name) for name in known):
+        raise InputError(
+            f"{workdir}: nothing to report: none of {', '.join(known)} is there (run run_pipeline.sh, or the README's steps, into it)"
+        )
     html_path, md_path = check_output_file(workdir / "report.html", "report.html"), check_output_file(workdir / "report.md", "report.md")
-    steps = None
-    if (workdir / "steps.tsv").is_file():
-        lines = (workdir / "steps.tsv").read_text(errors="surrogateescape").splitlines()
-        header = lines[0].split("\t")
-        steps = [dict(zip(header, line.split("\t", len(header) - 1))) for line in lines[1:] if line.strip()]
-    export, testdata = load(workdir, "export.json"), load(workdir, "testdata.json")
-    title = f"GAN offline inference report: {workdir.resolve().name}"
+    steps, steps_problem = part(workdir, "steps.tsv", read_steps, how=" (the workdir was not made by run_pipeline.sh)")
+    export, export_problem = part(workdir, "export.json", how=" (GAN_pth2onnx.py --save_json)")
+    testdata, testdata_problem = part(workdir, "testdata.json", how=" (GAN_testdata.py --save_json)")
+    compare, compare_problem = part(workdir, "compare.json", how=" (GAN_compare.py --save_json)")
+    evaluation, eval_problem = part(workdir, "eval.json", how=" (GAN_eval.py --save_json)")
+    perf, perf_problem = part(workdir, "perf.json", how=" (perf_calc.py --save_json)")
+    sweep, sweep_problem = part(
+        workdir, "sweep/sweep.json", optional=True, how=" (run_pipeline.sh --sweep, or perf_sweep.py --output <workdir>/sweep)"
+    )
+    summary, summary_problem = runner_summary(workdir)
+    name = workdir.resolve().name
     blocks = [
-        ("h1", "GAN 离线推理报告", f"GAN offline inference report, {workdir.resolve().name}"),
+        ("h1", "GAN 离线推理报告", f"GAN offline inference report, {name}"),
         (
             "p",
-            f"Workdir {workdir}, report written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Every figure below was "
-            f"computed by the step named with it; this page only gathers them.",
+            [
+                "Workdir ",
+                Code(str(workdir)),
+                f", report written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Every figure below was computed by "
+                "the step named with it; this page only gathers them.",
+            ],
         ),
     ]
+    if testdata_problem and testdata_problem[0] == "invalid":
+        blocks.append(testdata_problem)
     for section in (
-        section_run(workdir, steps),
-        section_environment(workdir, testdata, export),
-        section_precision(workdir, export, load(workdir, "compare.json")),
-        section_quality(load(workdir, "eval.json")),
+        section_run(steps, steps_problem),
+        section_environment(workdir, testdata, export, summary),
+        section_precision(workdir, export, export_problem, compare, compare_problem),
+        section_quality(evaluation, eval_problem),
         section_pictures(workdir),
-        section_performance(workdir, load(workdir, "perf.json")),
+        section_performance(workdir, perf, perf_problem, summary, summary_problem, sweep, sweep_problem),
     ):
         blocks += section
-    write_bytes_atomic(html_path, to_html(blocks, workdir, title).encode(errors="surrogateescape"))
+    write_bytes_atomic(html_path, to_html(blocks, f"GAN offline inference report: {name}").encode(errors="surrogateescape"))
     write_bytes_atomic(md_path, to_markdown(blocks).encode(errors="surrogateescape"))
-    missing = sum(1 for b in blocks if b[0] == "missing")
-    print(f"wrote {html_path} and {md_path} ({missing} part(s) stated as missing)")
+    counts = {
+        label: sum(1 for b in blocks if b[0] == kind)
+        for kind, label in (("missing", "missing"), ("invalid", "invalid"), ("refused", "refused"), ("not_run", "not run"))
+    }
+    stated = ", ".join(f"{n} {label}" for label, n in counts.items() if n) or "none missing"
+    print(f"wrote {html_path} and {md_path} (parts stated: {stated})")
     return 0
 
 

@@ -11,6 +11,11 @@ larger run, and a JPEG grid taller than JPEG allows. A batch whose outputs hold 
 before any of its files is written.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import time
 from pathlib import Path
@@ -29,7 +34,8 @@ from gan_cli import (
     run_main,
     short_list,
 )
-from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, save_json, write_bin
+from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, write_bin
+from gan_records import save_step
 from models import load_generator
 
 
@@ -87,8 +93,9 @@ def main(args):
         if not args.no_jpg:
             save_grid(images, online_dir / f"{i}.jpg")
     if args.save_json:
-        save_json(
+        save_step(
             args.save_json,
+            "testdata",
             {
                 "pth_path": str(args.pth_path),
                 "seed": args.seed,

@@ -10,6 +10,11 @@ and with --eval_model the epoch whose samples score best is kept. The Generator 
 weights load in the upstream scripts and export to the same ONNX graph.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import copy
 import math

@@ -9,6 +9,11 @@ folder that holds grids of other batches (an earlier, larger run) is refused, as
 stale batches. Needs numpy and Pillow only.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import time
 

@@ -4,23 +4,34 @@
     bash atc_convert.sh --onnx GAN.onnx --dynamic_batch_size "1,4,8,16,32,64"   # GAN_dyn.om, one model, six gears
     bash atc_convert.sh --onnx GAN.onnx --dry_run       # print the commands only (no CANN needed)
 
-The input name and feature size are read from the ONNX file. A conversion counts as done only when atc
-printed "ATC run success" AND a new <output>*.om exists (atc may add a suffix such as _linux_x86_64);
-atc's output is kept in <output>.atc.log, and <output>.atc.json records the command, the input, the
-batch or the dynamic gears, the chip and the precision, which run_msame.sh reads to check --dymBatch.
-A dynamic-batch model takes atc's rule: 2 to 100 gears, each 1..2048. Exits 1 if any conversion failed.
+The model is checked first (one float32 input of shape (batch, features), its name and size read from the
+file, on ONNX Runtime; --dry_run too). A conversion counts as done only when atc printed "ATC run
+success" AND the .om of that exact name is new on disk (<output>.om, or <output>_linux_x86_64.om /
+_linux_aarch64.om where atc adds the host's name; GAN_bs16.om is never taken for GAN_bs1's). atc's output is
+kept in <output>.atc.log. Only after a conversion succeeded, <output>.atc.json records the command, the
+input, the batch or the dynamic gears, the chip, the precision, and the .om's name, size and sha256:
+run_msame.sh checks the record against the .om on disk before it trusts it (for --dymBatch and the chip),
+so a failed conversion leaves the previous record, and a record of another .om is refused. A
+dynamic-batch model takes atc's rule: 2 to 100 distinct gears, each 1..2048 (a bad list is refused like
+any bad flag, exit 2). Exits 1 if any conversion failed.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)
+
 import argparse
-import json
+import os
+import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from gan_cli import InputError, batch_sizes, ensure_dir, refuse_overlap, run_main
-from gan_io import read_bytes, write_bytes_atomic
+from gan_cli import InputError, batch_sizes, ensure_dir, program_name, refuse_overlap, run_main
+from gan_io import file_digest, write_bytes_atomic
+from gan_onnx import model_signature, onnx_session
+from gan_records import ATC_RECORD, ATC_RECORD_FORMAT, write_json
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype", "allow_mix_precision", "force_fp32")
 
@@ -36,6 +47,7 @@ def get_args_parser():
     parser.add_argument("--output_prefix", default="GAN_bs", help="output name before the batch size")
     parser.add_argument(
         "--dynamic_batch_size",
+        type=gears,
         default=None,
         help='one dynamic-batch model with these gears instead, e.g. "1,4,8,16,32,64" (2..100 gears, each 1..2048)',
     )
@@ -45,31 +57,20 @@ def get_args_parser():
 
 
 def onnx_input(path):
-    """(name, features) of the model's single (batch, features) input."""
-    import onnx
+    """(name, features) of the model's single float32 (batch, features) input, checked as every consumer checks it."""
+    signature = model_signature(onnx_session(path), path)
+    return signature.input_name, signature.features
 
-    content = read_bytes(path, "ONNX model")
+
+def gears(text):
+    """argparse type for --dynamic_batch_size, atc's rule: 2 to 100 distinct gears, each 1..2048."""
     try:
-        model = onnx.load_from_string(content)
-    except Exception as err:  # noqa: BLE001 - protobuf raises various errors on a non-ONNX file
-        raise InputError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
-    if len(inputs) != 1 or len(dims) != 2 or not dims[1]:
-        raise InputError(f"{path}: expected one input of shape (batch, features), found {[i.name for i in inputs]} {dims}")
-    return inputs[0].name, dims[1]
-
-
-def parse_gears(text):
-    """atc's --dynamic_batch_size rule: 2 to 100 distinct gears, each 1..2048."""
-    try:
-        gears = [int(g) for g in text.replace(" ", "").split(",") if g]
+        values = [int(g) for g in text.replace(" ", "").split(",") if g]
     except ValueError:
-        raise InputError(f'--dynamic_batch_size {text!r}: expected comma-separated whole numbers such as "1,4,8,16,32,64"') from None
-    if not 2 <= len(gears) <= 100 or any(not 1 <= g <= 2048 for g in gears) or len(set(gears)) != len(gears):
-        raise InputError(f"--dynamic_batch_size {text!r}: atc takes 2 to 100 distinct gears, each 1..2048")
-    return gears
+        raise argparse.ArgumentTypeError(f'expected comma-separated whole numbers such as "1,4,8,16,32,64", got {text!r}') from None
+    if not 2 <= len(values) <= 100 or any(not 1 <= g <= 2048 for g in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"atc takes 2 to 100 distinct gears, each 1..2048, got {text!r}")
+    return values
 
 
 def atc_command(args, name, features, batch=None, gears=None):
@@ -97,24 +98,38 @@ def show(command):
     return shlex.join(command)
 
 
-def convert(command, prefix_batch):
+def om_files(output):
+    """{path: (inode, size, mtime)} of the .om files atc may write for `output`: exactly <output>.om, or with the
+    host's name added (<output>_linux_x86_64.om); never another batch size's (GAN_bs16.om for GAN_bs1)."""
+    output = Path(output)
+    name = re.compile(re.escape(output.name) + r"(_linux_(x86_64|aarch64))?\.om")
+    found = {}
+    for entry in os.scandir(output.parent):
+        if name.fullmatch(entry.name) and entry.is_file():
+            info = entry.stat()
+            found[Path(entry.path)] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def convert(command, output):
     """Run one atc command; (verdict, .om path or None, log path)."""
-    log = Path(f"{prefix_batch}.atc.log")
-    started = time.time()
+    log = Path(f"{output}.atc.log")
+    before = om_files(output)
     result = subprocess.run(command, capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    write_bytes_atomic(log, output.encode())
-    sys.stdout.write(output)
-    success_line = "ATC run success" in output
-    directory = Path(prefix_batch).parent
-    fresh = sorted(p for p in directory.glob(Path(prefix_batch).name + "*.om") if p.stat().st_mtime >= started - 1)
-    om = fresh[0] if fresh else None
+    text = result.stdout + result.stderr
+    write_bytes_atomic(log, text.encode())
+    sys.stdout.write(text)
+    success_line = "ATC run success" in text
+    fresh = sorted(p for p, state in om_files(output).items() if before.get(p) != state)
+    om = fresh[0] if len(fresh) == 1 else None
     if success_line and om:
         return "ok", om, log
+    if success_line and len(fresh) > 1:
+        return f"failed: atc printed success and wrote {len(fresh)} new .om files ({', '.join(p.name for p in fresh)})", None, log
     if not success_line:
-        errors = [line for line in output.splitlines() if "failed" in line.lower() or line[:2] in ("E1", "EE", "E2")]
+        errors = [line for line in text.splitlines() if "failed" in line.lower() or line[:2] in ("E1", "EE", "E2")]
         return f"failed (exit {result.returncode}): {errors[-1] if errors else 'no ATC run success line'}", om, log
-    return "failed: atc printed success but wrote no new .om", None, log
+    return f"failed: atc printed success but wrote no new {Path(output).name}.om", None, log
 
 
 def main(args):
@@ -122,12 +137,14 @@ def main(args):
         raise InputError(f"{args.onnx}: no such ONNX model (make it with GAN_pth2onnx.py)")
     name, features = onnx_input(args.onnx)
     if args.dynamic_batch_size:
-        gears = parse_gears(args.dynamic_batch_size)
         conversions = {
-            f"dynamic {','.join(map(str, gears))}": (*atc_command(args, name, features, gears=gears), {"dynamic_batch_size": gears})
+            f"dynamic {','.join(map(str, args.dynamic_batch_size))}": (
+                *atc_command(args, name, features, gears=args.dynamic_batch_size),
+                {"dynamic_batch_size": args.dynamic_batch_size},
+            )
         }
     else:
-        conversions = {str(b): (*atc_command(args, name, features, batch=b), {"batch": b}) for b in args.batch_sizes}
+        conversions = {f"batch {b}": (*atc_command(args, name, features, batch=b), {"batch": b}) for b in args.batch_sizes}
     refuse_overlap(
         [("--onnx", args.onnx)],
         [
@@ -144,23 +161,30 @@ def main(args):
     for label, (output, command, shape) in conversions.items():
         ensure_dir(Path(output).parent, "output folder")
         print(f"== {label}: {show(command)}", flush=True)
-        results[label] = convert(command, output)
+        results[label] = verdict, om, _ = convert(command, output)
+        if verdict != "ok":
+            continue  # the record of an earlier, good conversion stays as it was, and still matches its .om
+        size, sha256 = file_digest(om, ".om model")
         record = {
+            "format": ATC_RECORD_FORMAT,
             "command": command,
             "input": name,
             "features": features,
             **shape,
             "soc_version": args.soc_version,
             "precision_mode": args.precision_mode or "force_fp16 (atc's default)",
-            "result": results[label][0],
+            "om": {"name": om.name, "size": size, "sha256": sha256},
         }
-        write_bytes_atomic(Path(f"{output}.atc.json"), (json.dumps(record, indent=1) + "\n").encode())
-    print(f"\n{'model':>20}  {'om file':<32} result")
+        write_json(Path(f"{output}.atc.json"), record, ATC_RECORD)
+    print(f"\n{'conversion':<28}  {'om file':<32} result")
     for label, (verdict, om, log) in results.items():
-        print(f"{label:>20}  {str(om) if om else '-':<32} {verdict} (log: {log})")
+        print(f"{label:<28}  {str(om) if om else '-':<32} {verdict} (log: {log})")
     failed = [label for label, (verdict, _, _) in results.items() if verdict != "ok"]
     if failed:
-        print(f"atc_convert.sh: {len(failed)} of {len(results)} conversions failed ({', '.join(failed)})", file=sys.stderr)
+        print(
+            f"{program_name()}: error: {len(failed)} of {len(results)} conversions failed ({', '.join(failed)}): see each one's log above",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -58,6 +58,31 @@ def signals_deferred():
             _raise_interrupted(signum, None)
 
 
+_program = None
+
+
+def program_name():
+    """The name errors are signed with: the script the user ran (run_msame.sh and run_pipeline.sh set GAN_PROG for
+    the Python step they start), else this script's file name."""
+    return _program or os.environ.get("GAN_PROG") or os.path.basename(sys.argv[0]) or "python"
+
+
+def exit_on_signal_until_ready(module_name):
+    """Called first by every script, before its slow imports (torch, onnxruntime, numpy): until run_main() takes
+    over, SIGINT, SIGTERM and SIGHUP end the process with one line and 128 + the signal, since nothing has been
+    written yet. Does nothing when the script is imported as a module."""
+    if module_name != "__main__":
+        return
+
+    def starting(signum, frame):
+        name = signal.Signals(signum).name
+        os.write(2, f"{program_name()}: error: interrupted by {name} while starting; nothing was done\n".encode(errors="replace"))
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, starting)
+
+
 def install_signal_handlers():
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _raise_interrupted)
@@ -88,7 +113,7 @@ class _NamedStdout:
 def describe_os_error(err):
     """`<file>: <reason>` for any OSError, naming the file whenever the system told which one."""
     reason = err.strerror or str(err) or type(err).__name__
-    if err.filename is None:
+    if not isinstance(err.filename, (str, bytes, os.PathLike)):
         return reason
     text = f"{os.fsdecode(err.filename)}: {reason}"
     return text + (f" (and {os.fsdecode(err.filename2)})" if err.filename2 is not None else "")
@@ -116,6 +141,8 @@ def run_main(main, parser, argv=None, pass_unknown=False):
     def one_line_usage_error(message):
         fail(2, f"{message} (see --help)")
 
+    global _program
+    parser.prog = _program = os.environ.pop("GAN_PROG", None) or parser.prog  # not passed on to the tools this step starts
     parser.error = one_line_usage_error
     # Paths that are not valid UTF-8 reach Python as surrogate escapes; print them back as the bytes they were.
     if hasattr(sys.stdout, "reconfigure"):
@@ -169,6 +196,11 @@ def batch_sizes(text):
     if not sizes or any(s <= 0 for s in sizes) or len(set(sizes)) != len(sizes):
         raise argparse.ArgumentTypeError(f"expected distinct positive batch sizes, got {text!r}")
     return sizes
+
+
+def outfmt(text):
+    """argparse type for --outfmt: TXT, BIN or NPY in any case (msame itself takes upper case only; it is passed so)."""
+    return text.upper()
 
 
 def non_negative_float(text):
@@ -305,3 +337,11 @@ def available_memory():
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def check_memory(need_bytes, subject, advice="use smaller batches"):
+    """Refuse, before any work, a step that would need more memory than is available (rather than be killed by the
+    kernel halfway, with no message)."""
+    free = available_memory()
+    if free is not None and need_bytes > free:
+        raise InputError(f"{subject} needs about {need_bytes / 2**30:.1f} GiB of memory, {free / 2**30:.1f} GiB is available: {advice}")

@@ -1,13 +1,15 @@
 """What several pipeline steps read and write: safe writes, tensor files, msame's TXT format, image grids, ONNX sessions.
 
-This module imports only numpy and Pillow (onnxruntime where a session is opened), so the offline half of
+This module imports only numpy and Pillow, so the offline half of
 the pipeline (the ONNX Runtime runner, the driver of msame and ais_bench, GAN_txt2jpg.py, GAN_compare.py,
 GAN_eval.py, perf_calc.py) runs on an inference host that has no torch.
 """
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -44,6 +46,12 @@ def _sweep_stale_parts(folder):
             if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+def stale_part(name):
+    """Whether `name` is a temporary file of a writer that is gone (killed with SIGKILL): no reader takes it for a result."""
+    match = _PART_NAME.match(name)
+    return bool(match) and not pid_alive(int(match.group(1)))
 
 
 @contextlib.contextmanager
@@ -83,20 +91,63 @@ def write_bytes_atomic(path, data):
         tmp.write_bytes(data)
 
 
-def save_json(path, result):
-    """A step's result as JSON (its --save_json), written atomically; the report reads these, computing nothing again."""
-    import json
-
-    write_bytes_atomic(path, (json.dumps(result, indent=1, default=str) + "\n").encode())
+def read_regular(path, what="file", max_bytes=None, follow_links=True):
+    """The bytes of a regular file, refusing in one line a folder, pipe or device (a pipe is never waited on), a file
+    over `max_bytes`, and, with follow_links=False, a symbolic link."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow_links:
+            raise InputError(f"{path}: is a symbolic link; expected the {what} itself (a regular file)") from None
+        raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path}: is a folder; expected a {what}")
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device); expected a {what}")
+    if max_bytes is not None and info.st_size > max_bytes:
+        os.close(fd)
+        raise InputError(f"{path}: {info.st_size:,} bytes is more than a {what} can be ({max_bytes:,} at most)")
+    with open(fd, "rb") as stream:
+        try:
+            data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+        except OSError as err:
+            raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InputError(f"{path}: more than {max_bytes:,} bytes: not a {what}")
+    return data
 
 
 def read_bytes(path, what="file"):
+    return read_regular(path, what)
+
+
+def file_digest(path, what="file", follow_links=False):
+    """(size, sha256 hex) of a regular file, read in chunks; a link (unless follow_links), folder, pipe or device is
+    refused in one line."""
+    import hashlib
+
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        return Path(path).read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder; expected a {what}") from None
+        fd = os.open(path, flags)
     except OSError as err:
+        if err.errno == errno.ELOOP and not follow_links:
+            raise InputError(f"{path}: is a symbolic link; expected the {what} itself (a regular file)") from None
         raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
+    digest, size = hashlib.sha256(), 0
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file (a folder, pipe, socket or device); expected a {what}")
+    with open(fd, "rb", buffering=0) as stream:
+        try:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        except OSError as err:
+            raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
+    return size, digest.hexdigest()
 
 
 def latent_batch(seed, index, batch_size):
@@ -210,15 +261,26 @@ def read_output(path, image_size=IMG_SIZE):
     if suffix == ".txt":
         values = parse_txt(path, image_size)
     elif suffix == ".npy":
-        try:
-            values = np.load(path, allow_pickle=False).astype(np.float32, copy=False).ravel()
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: not a readable .npy file: {one_line_reason(err)}") from None
+        values = read_npy(path).astype(np.float32, copy=False).ravel()
         if values.size == 0 or values.size % image_size:
             raise InputError(f"{path}: {values.size} values is not a whole number of images of {image_size} values")
     else:
         values = read_bin(path, image_size, "model output")
     return check_finite(values, path).reshape(-1, *IMG_SHAPE)
+
+
+def read_npy(path):
+    """An .npy file (ais_bench's NPY output) of real numbers; no pickles, no other dtype, one line for anything else."""
+    import io
+
+    data = read_regular(path, "model output (.npy)")
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - numpy's header parser fails in many ways (found by fuzzing: EOFError, TokenError)
+        raise InputError(f"{path}: not a readable .npy file: {one_line_reason(err)}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
+        raise InputError(f"{path}: not an .npy array of real numbers (dtype {getattr(array, 'dtype', type(array).__name__)})")
+    return array
 
 
 def count_output_images(path, image_size=IMG_SIZE):
@@ -228,10 +290,7 @@ def count_output_images(path, image_size=IMG_SIZE):
     if suffix == ".txt":
         values = len(read_bytes(path, "model output").split())
     elif suffix == ".npy":
-        try:
-            values = np.load(path, mmap_mode="r", allow_pickle=False).size
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: not a readable .npy file: {one_line_reason(err)}") from None
+        values = read_npy(path).size
     else:
         values = path.stat().st_size // 4
     return values / image_size
@@ -323,24 +382,3 @@ def save_grid(images, path):
 
 def _image_format(path):
     return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(Path(path).suffix.lower(), "PNG")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# ONNX models, loaded from bytes: ONNX Runtime and onnx take no path that is not valid UTF-8.
-
-
-def onnx_session(model, threads=0, what="ONNX model", name=None):
-    """An ONNX Runtime CPU session of a model given as a path or as bytes (then `name` is the file it came from);
-    one clear error if it is not one."""
-    import onnxruntime as ort
-
-    content = model if isinstance(model, bytes) else read_bytes(model, what)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
-        name = name or ("the model" if isinstance(model, bytes) else model)
-        raise InputError(f"{name}: not a loadable {what} ({one_line_reason(err)})") from None

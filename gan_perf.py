@@ -8,6 +8,7 @@ The ONNX Runtime runner prints, after msame's own lines, an ais_bench-style bloc
 Percentiles are numpy's (linear interpolation between samples), as ais_bench computes them. Needs numpy only.
 """
 
+import os
 import platform
 import re
 from pathlib import Path
@@ -45,15 +46,72 @@ def parse_stats(line):
     return found
 
 
-def cpu_name():
-    """The processor's model name, for the tables that say which machine gave a figure."""
+# The instruction sets that decide this model's speed and its int8 results, as /proc/cpuinfo flags name them.
+ISA_FLAGS = (("AVX2", "avx2"), ("AVX-512F", "avx512f"), ("AVX512-VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AMX", "amx_int8"))
+
+
+def cpu_features(cpuinfo="/proc/cpuinfo"):
+    """{model, isa, cores} of this machine: the processor's name, which of AVX2, AVX-512F, AVX512-VNNI, AVX-VNNI and
+    AMX (int8 tiles) it has, and the cores this process may use. Read once per process."""
+    if cpuinfo in _cpu_cache:
+        return _cpu_cache[cpuinfo]
+    model, flags = None, set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    found = {
+        "model": model or platform.processor() or "unknown CPU",
+        "isa": [name for name, flag in ISA_FLAGS if flag in flags],
+        "cores": cores,
+    }
+    _cpu_cache[cpuinfo] = found
+    return found
+
+
+_cpu_cache = {}
+
+
+def describe_cpu(cpu=None):
+    """`<model> (AVX2, AVX-512F, ...), N cores`: the words that go beside every figure."""
+    cpu = cpu or cpu_features()
+    return f"{cpu['model']} ({', '.join(cpu['isa']) or 'no AVX2'}), {cpu['cores']} cores"
+
+
+def cpu_name():
+    """The processor's model name, for the tables that say which machine gave a figure."""
+    return cpu_features()["model"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One chip rule for every images/s figure of this project (perf_calc.py, perf_sweep.py, the driver, the report).
+
+NPU_TOOLS = ("msame", "ais_bench")
+
+
+def card_chips(tool, devices=None, soc=None, given=None):
+    """(chips, rule in words): how many chips one run's figure is multiplied by to give images/s per card.
+
+    given (--chips): that. A run measured on N >= 2 devices (a card run): N, measured. One chip of an NPU tool
+    (msame, ais_bench): x4 on an Ascend 310 card, the ModelZoo rule (also where the chip was not recorded, as
+    in the guide's logs), x1 on any other chip (a 310P card has one). ONNX Runtime and trtexec: the workers or
+    GPUs that ran, measured."""
+    if given:
+        return given, f"{given} chip(s), as given (--chips)"
+    if devices and devices > 1:
+        return devices, f"{devices} devices, measured (a card run)"
+    if tool in NPU_TOOLS:
+        if soc in (None, "Ascend310"):
+            where = "Ascend310" if soc else "the chip is not recorded in the log: Ascend310 assumed; --chips 1 for a 310P"
+            return 4, f"x4, the ModelZoo rule for one chip of an Ascend 310 card ({where})"
+        return 1, f"1, one chip of {soc} (no x4: that rule is for the 4-chip Ascend 310 card)"
+    return 1, f"1 {'worker' if tool == 'onnxruntime' else 'GPU'}, measured"
 
 
 # ---------------------------------------------------------------------------------------------------------

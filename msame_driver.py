@@ -17,6 +17,11 @@ incomplete. The combined log (each device's lines with a [device N] prefix, then
 perf_calc.py reads) is printed and kept as <output>/.<run>.log.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
 import json
 import os
@@ -28,9 +33,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import InputError, die_with_parent, non_negative_int, positive_int, refuse_overlap, run_main
+from gan_cli import InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
 from gan_io import LATENT_DIM, count_output_images, write_bytes_atomic
-from gan_perf import latency_stats, stats_lines
+from gan_perf import card_chips, latency_stats, stats_lines
 from gan_runs import Run, active_devices, atc_record, beside_run, check_input, list_inputs, parse_devices
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
@@ -47,7 +52,7 @@ def get_args_parser():
     parser.add_argument("--input", required=True, help="folder of input .bin files")
     parser.add_argument("--output", required=True, help="output root")
     parser.add_argument(
-        "--outfmt", type=str.upper, choices=["TXT", "BIN", "NPY"], default="BIN", help="output format (NPY: ais_bench only)"
+        "--outfmt", type=outfmt, choices=["TXT", "BIN", "NPY"], default="BIN", help="output format, any case (NPY: ais_bench only)"
     )
     parser.add_argument("--device", type=parse_devices, default=[0], help="device id or comma-separated list (0,1,2,3: a 310 card)")
     parser.add_argument("--tool", choices=["msame", "ais_bench"], default="msame", help="inference tool")
@@ -303,10 +308,13 @@ def main(args):
         finally:
             stop(processes)
 
-        combined = [f"[INFO] {args.tool} on {model.name}, {len(files)} input file(s), devices {','.join(map(str, devices))}"]
+        chip = f"chip {record['soc_version']}, from {record_path.name}" if record else "chip not recorded (no atc_convert.sh record)"
+        combined = [f"[INFO] {args.tool} on {model.name} ({chip}), {len(files)} input file(s), devices {','.join(map(str, devices))}"]
         for device in devices:
             combined += [f"[device {device}] {line}" for line in logs[device].splitlines()]
         combined += card_summary(args.tool, logs, staging, sum(rows) / len(rows))
+        chips, rule = card_chips(args.tool, len(devices), record["soc_version"] if record else None)
+        combined.append(f"[INFO] chips per card: {chips} ({rule})")
         failed = {d: v for d, v in verdicts.items() if v}
         if failed:
             combined += [f"[ERROR] device {d}: {'; '.join(v)}" for d, v in failed.items()]
@@ -317,15 +325,16 @@ def main(args):
                 f"run {run.dir.name} marked failed, logs and partial outputs kept in {staging}"
             )
 
+        beside = []
         for device in devices:
             for name, path in outputs[device].items():
                 if (run.dir / name).exists():
                     raise InputError(f"{run.dir / name}: two devices wrote the same output name")
                 os.replace(path, run.dir / name)
             for summary in (staging / f"device{device}" / "out").glob("*_summary.json"):  # ais_bench's, beside its folder
-                os.replace(summary, beside_run(run.dir, f".device{device}_summary.json"))
+                beside.append(beside_run(run.dir, f".device{device}_summary.json"))
+                os.replace(summary, beside[-1])
         expected = [output_name(args.tool, stem, args.outfmt) for stem in all_stems]
-        run.complete(expected)
         combined += [
             f"[INFO] {len(expected)} outputs for {len(files)} inputs, gathered in {run.dir}",
             str(run.dir),
@@ -333,6 +342,11 @@ def main(args):
         ]
         log_path = beside_run(run.dir, ".log")
         write_bytes_atomic(log_path, ("\n".join(combined) + "\n").encode())
+        try:
+            run.complete(expected, beside=[log_path, *beside])  # the log, written first, is recorded with the outputs
+        except BaseException:
+            log_path.unlink(missing_ok=True)  # no log saying success beside a run that is not complete
+            raise
     remove_staging(staging)
     print("\n".join(combined))
     print(f"[INFO] log kept in {log_path}")

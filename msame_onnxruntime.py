@@ -16,13 +16,19 @@ Measurement, as ais_bench does it: --warmup N executions before timing starts (e
 figure), --loop N executions of each batch in folder mode too (outputs written once). After msame's lines
 the log has an ais_bench-style block (min, max, mean, median, percentile(90%) and (99%), throughput) per
 worker and for the card, and <output>/.<run>_summary.json holds the same figures in ais_bench's summary
-layout. The intra-op thread count is chosen by a short measurement at start-up on the first batch (each
-candidate timed in a few blocks, the fastest kept and printed); --threads N fixes it. Needs numpy
-and onnxruntime only.
+layout. The intra-op thread count is chosen by a short measurement at start-up on the first batch (a slice
+of it that fits about 100 ms, each candidate timed in a few blocks, the fastest kept and printed; when the
+candidates do not separate beyond their noise, every core of the worker, and the log says so); --threads N
+fixes it. The model is read with its own folder (external data) and its input and outputs checked, and
+the memory a batch needs is checked, before anything is written. Needs numpy and onnxruntime only.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
-import json
 import multiprocessing
 import os
 import signal
@@ -36,16 +42,21 @@ import numpy as np
 from gan_cli import (
     InputError,
     Interrupted,
+    check_memory,
     describe_os_error,
     die_with_parent,
     install_signal_handlers,
     non_negative_int,
+    outfmt,
     positive_int,
+    progress,
     refuse_overlap,
     run_main,
 )
-from gan_io import format_msame_txt, onnx_session, read_bytes, write_bytes_atomic
-from gan_perf import latency_stats, stats_lines
+from gan_io import format_msame_txt, read_bytes, write_bytes_atomic
+from gan_onnx import model_signature, onnx_session, read_model
+from gan_perf import cpu_features, describe_cpu, latency_stats, stats_lines
+from gan_records import SUMMARY, write_json
 from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
 
 RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
@@ -58,7 +69,7 @@ def get_args_parser():
     parser.add_argument("--model", required=True, help="ONNX model (GAN.onnx)")
     parser.add_argument("--input", required=True, help="folder of input .bin files (folder mode) or one .bin file (file mode)")
     parser.add_argument("--output", required=True, help="output root; each run writes into a new run folder under it")
-    parser.add_argument("--outfmt", type=str.upper, choices=["TXT", "BIN"], default="BIN", help="output file format (default: BIN)")
+    parser.add_argument("--outfmt", type=outfmt, choices=["TXT", "BIN"], default="BIN", help="output file format, any case (default: BIN)")
     parser.add_argument(
         "--loop",
         type=positive_int,
@@ -92,41 +103,71 @@ def thread_candidates(workers=1):
     return sorted({1, most} | {2**k for k in range(1, most.bit_length()) if 2**k < most})
 
 
-def choose_threads(model_bytes, batch, candidates, cycles=3, block_ms=5.0, name=None, ready=None):
-    """(threads, session, {threads: ms per call}): each candidate's session timed on `batch`, the fastest kept.
-    `ready` holds sessions already made ({threads: session}), which are timed rather than made again.
+PROBE_BUDGET_MS = 80.0  # the timed part of the start-up thread choice; creating the candidates' sessions comes on top
+PROBE_CYCLES, PROBE_UNTIMED = 3, 3
 
-    Each candidate runs in contiguous blocks, cycling through the candidates `cycles` times; a block starts
-    with 5 untimed calls (a session is slow for 2-3 calls after another one ran: its pool's threads and its
-    weights have to come back), and a candidate's figure is its best block, robust to a noisy neighbour.
-    Nothing is cached: the choice is remade at every start, on this machine and this batch size."""
-    sessions = {t: (ready or {}).get(t) or onnx_session(model_bytes, t, name=name) for t in candidates}
-    feed = {sessions[candidates[0]].get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
-    best_block = {t: float("inf") for t in candidates}
-    calls = {}
-    for _ in range(cycles):
+
+class ThreadChoice:
+    """How the thread count was chosen: timings per candidate (best block, ms per call), the rows they ran on, the
+    wall time of the choice, and whether the candidates separated beyond their noise."""
+
+    def __init__(self, threads, best, spread, rows, of_rows, seconds, separated):
+        self.threads, self.best, self.spread, self.rows, self.of_rows = threads, best, spread, rows, of_rows
+        self.seconds, self.separated = seconds, separated
+
+    def describe(self):
+        timings = ", ".join(f"{t}: {ms:.4f} ms (+{self.spread[t]:.0%})" for t, ms in sorted(self.best.items()))
+        how = (
+            "chosen by measurement at start-up"
+            if self.separated
+            else f"the default, {self.threads} (every core of the worker): the candidates did not separate beyond their noise"
+        )
+        return f"{self.threads} ({how}; {self.seconds * 1000:.0f} ms on {self.rows} of {self.of_rows} rows, per call: {timings})"
+
+
+def choose_threads(model, batch, candidates, ready=None, budget_ms=PROBE_BUDGET_MS):
+    """(session, ThreadChoice): each candidate's session timed on (a slice of) `batch`, the fastest kept, at a cost
+    bounded by `budget_ms` whatever the batch's size. `ready` holds sessions already made ({threads: session}).
+
+    The slice is as many rows of the batch as fit the budget (all of them for the guide's batches): one call on
+    a few rows gives the cost per row, from which the rows are chosen so that every candidate gets PROBE_CYCLES
+    blocks of PROBE_UNTIMED untimed calls (a session is slow for 2-3 calls after another one ran) and at least 3
+    timed ones. A candidate's figure is its best block; its noise, its median block over its best. When the
+    best two do not differ by more than their noise (a loaded machine), the choice falls back to the default,
+    every core of the worker, and says so: a coin toss is not a measurement. Remade at every start."""
+    started = time.perf_counter()
+    sessions = {t: (ready or {}).get(t) or onnx_session(model, t) for t in candidates}
+    default = max(candidates)
+    name = sessions[default].get_inputs()[0].name
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    small = {name: batch[: min(len(batch), 16)]}
+    for _ in range(2):
+        sessions[default].run(None, small)
+    tick = time.perf_counter()
+    sessions[default].run(None, small)
+    ms_per_row = max((time.perf_counter() - tick) * 1000 / len(small[name]), 1e-6)
+    block_ms = budget_ms / (len(candidates) * PROBE_CYCLES)
+    rows = int(min(len(batch), max(1, block_ms / (PROBE_UNTIMED + 3) / ms_per_row)))
+    feed = {name: batch[:rows]}
+    timed_calls = max(3, int(block_ms / (rows * ms_per_row)) - PROBE_UNTIMED)
+    blocks = {t: [] for t in candidates}
+    for _ in range(PROBE_CYCLES):
         for t, session in sessions.items():
-            for _ in range(5):
+            for _ in range(PROBE_UNTIMED):
                 session.run(None, feed)
-            if t not in calls:  # calls per block: about block_ms, at least 5
-                start = time.perf_counter()
+            tick = time.perf_counter()
+            for _ in range(timed_calls):
                 session.run(None, feed)
-                calls[t] = max(5, int(block_ms / 1000 / max(time.perf_counter() - start, 1e-6)))
-            start = time.perf_counter()
-            for _ in range(calls[t]):
-                session.run(None, feed)
-            best_block[t] = min(best_block[t], (time.perf_counter() - start) * 1000 / calls[t])
-    best = min(candidates, key=lambda t: (best_block[t], t))
-    return best, sessions[best], best_block
-
-
-def model_signature(session, model_path):
-    """(input name, features per row, fixed batch or None) of a single-input model."""
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
-        raise InputError(f"{model_path}: expected one input of shape (batch, features), found {[(i.name, i.shape) for i in inputs]}")
-    batch = inputs[0].shape[0]
-    return inputs[0].name, inputs[0].shape[1], batch if isinstance(batch, int) else None
+            blocks[t].append((time.perf_counter() - tick) * 1000 / timed_calls)
+    best = {t: min(b) for t, b in blocks.items()}
+    spread = {t: float(np.median(b)) / best[t] - 1 for t, b in blocks.items()}
+    ranked = sorted(candidates, key=lambda t: (best[t], t))
+    winner, separated = ranked[0], True
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        separated = best[runner_up] / best[winner] - 1 > max(spread[winner], spread[runner_up])
+    threads = winner if separated else default
+    return sessions[threads], ThreadChoice(threads, best, spread, rows, len(batch), time.perf_counter() - started, separated)
 
 
 def write_output(path, output, outfmt):
@@ -150,40 +191,35 @@ class Runner:
     """One ONNX Runtime session that runs input files and times only the model execution.
 
     It opens with `threads` intra-op threads; measure_threads() then times every candidate count on a batch
-    and keeps the fastest (its timings are kept in self.thread_probe for the log)."""
+    and keeps the fastest (how, in self.choice, for the log)."""
 
     def __init__(self, model_path, threads=1):
         self.model_path = model_path
-        self._content = read_bytes(model_path, "ONNX model")
-        self.threads, self.thread_probe = threads, {}
-        self._use(onnx_session(self._content, threads, name=model_path))
+        self.model = read_model(model_path)  # read once, with its folder; every session comes from these bytes
+        self.threads, self.choice = threads, None
+        self._use(onnx_session(self.model, threads))
 
     def _use(self, session):
         self.session = session
-        self.input_name, self.features, self.fixed_batch = model_signature(session, self.model_path)
-        outputs = session.get_outputs()
-        self.output_names = [o.name for o in outputs]
-        self._output_dtypes = [np.float16 if "float16" in o.type else np.float32 for o in outputs]
-        self._output_shapes = [o.shape for o in outputs]
+        self.signature = model_signature(session, self.model_path)
+        self.input_name, self.features, self.fixed_batch = self.signature.input_name, self.signature.features, self.signature.fixed_batch
+        self.output_names = self.signature.output_names
+        self._output_dtypes, self._output_shapes = self.signature.output_dtypes, self.signature.output_shapes
         self._bindings = {}  # rows -> (io binding, output arrays): no allocation per call
 
     def measure_threads(self, batch, workers=1):
-        """Choose the thread count by timing each candidate on `batch` (a file's values, shaped here to the model's
-        rows); with one candidate (a worker per core) there is nothing to choose."""
+        """Choose the thread count by timing each candidate on (a slice of) `batch` (a file's values, shaped here to the
+        model's rows); with one candidate (a worker per core) there is nothing to choose."""
         candidates = thread_candidates(workers)
         if len(candidates) > 1:
             batch = np.asarray(batch, np.float32).reshape(-1, self.features)
-            self.threads, session, self.thread_probe = choose_threads(
-                self._content, batch, candidates, name=self.model_path, ready={self.threads: self.session}
-            )
+            session, self.choice = choose_threads(self.model, batch, candidates, ready={self.threads: self.session})
+            self.threads = self.choice.threads
             self._use(session)
         return self
 
     def describe_threads(self):
-        if not self.thread_probe:
-            return f"{self.threads} (fixed)"
-        timings = ", ".join(f"{t}: {ms:.4f} ms" for t, ms in sorted(self.thread_probe.items()))
-        return f"{self.threads} (chosen by measurement at start-up, per call: {timings})"
+        return self.choice.describe() if self.choice else f"{self.threads} (fixed)"
 
     def _binding(self, rows):
         if rows not in self._bindings:
@@ -219,7 +255,8 @@ class Runner:
         A worker (parent_pid given) stops before its next file if its parent is gone, where the parent-death
         signal is not available."""
         times, nonfinite = [], []
-        for n, path in enumerate(files):
+        shown = files if parent_pid is not None else progress(files, desc="offline", unit="file", leave=False)  # a terminal only
+        for n, path in enumerate(shown):
             if parent_pid is not None and os.getppid() != parent_pid:
                 os._exit(1)
             batch = self.read_batch(path)
@@ -343,6 +380,9 @@ def main(args):
     devices = args.device if file_mode else active_devices(args.device, len(files))
     runner = Runner(model_path, args.threads or 1)  # the model and its signature, checked before anything is written
     rows = [check_input(p, runner.features, runner.fixed_batch) for p in files]
+    largest = max(range(len(files)), key=lambda k: rows[k])
+    need = rows[largest] * bytes_per_row(runner.features, output_values_per_row(runner.signature), args.outfmt)
+    check_memory(need, f"{files[largest]}: a batch of {rows[largest]:,} rows", "split it into smaller batches")
     if len(devices) == 1 and not args.threads:  # the workers of a card run measure for themselves
         runner.measure_threads(runner.read_batch(files[0]))
     batch_sizes = sorted(set(rows))
@@ -365,6 +405,7 @@ def main(args):
             f"[INFO] model {model_path.name}, batch size {batch_sizes[0] if len(batch_sizes) == 1 else batch_sizes}, "
             f"{len(files)} input file(s), {len(devices)} worker(s)"
         )
+        print(f"[INFO] cpu: {describe_cpu()}")
         print(
             f"[INFO] warm-up: {args.warmup} execution(s) per worker before timing, excluded from every figure; "
             f"loop: each batch executed {args.loop} time(s), its output written once"
@@ -399,15 +440,27 @@ def main(args):
             )
         else:
             print(f"[INFO] outputs holding non-finite values (NaN or Inf): 0 of {len(expected)}")
-        write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs)
-        run.complete(expected, nonfinite_outputs=nonfinite)
+        summary = write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner)
+        run.complete(expected, beside=[summary], nonfinite_outputs=nonfinite)
     print(run.dir)
     print(f"[INFO] pid: {os.getpid()} Execute sample success")
 
 
-def write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs):
+def output_values_per_row(signature):
+    """Output values per input row (the batch axis excluded), for the memory a batch needs."""
+    return sum(int(np.prod([d if isinstance(d, int) else 1 for d in shape[1:]])) for shape in signature.output_shapes)
+
+
+def bytes_per_row(features, output_values, outfmt):
+    """Memory one input row costs the runner at its peak: the input, and per output value its buffer, ONNX Runtime's
+    intermediate tensors and the written copy (BIN), or Python's formatting of every value (TXT). Measured on the
+    generator (784 outputs): 200,000 rows peaked at 3.99 GB in BIN and 11.2 GB in TXT (Intel Xeon, 2 cores)."""
+    return 4 * features + output_values * (72 if outfmt == "TXT" else 26)
+
+
+def write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner):
     """<output>/.<run>_summary.json in ais_bench's summary layout (NPU_compute_time, throughput, the per-call list),
-    so tools that read ais_bench's summaries read this one; "tool" says what really ran."""
+    so tools that read ais_bench's summaries read this one; "tool" says what really ran, "cpu" on what. Its path."""
     per_file = len(expected) // len(files)
     summary = {
         "filesinfo": {
@@ -425,8 +478,12 @@ def write_summary(run, args, files, expected, card, times, batch, per_worker, th
         "workers": len(per_worker),
         "per_worker": {str(d): dict(latency_stats(t), throughput=throughputs[d]) for d, t in per_worker.items()},
         "pid": os.getpid(),
+        "cpu": cpu_features(),
+        "threads": runner.describe_threads() if len(per_worker) == 1 else "per worker, in the log",
     }
-    write_bytes_atomic(beside_run(run.dir, "_summary.json"), (json.dumps(summary, indent=1) + "\n").encode())
+    path = beside_run(run.dir, "_summary.json")
+    write_json(path, summary, SUMMARY)
+    return path
 
 
 if __name__ == "__main__":

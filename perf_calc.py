@@ -3,20 +3,28 @@
     python perf_calc.py --log GAN_bs64.log
     python perf_calc.py --log msame_bs16.log --baseline trtexec_bs16.log
 
-throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each tool means (the mean):
-  msame      "Inference average time": one batch on one chip; chips 4 by default (a 310 card, the ModelZoo rule)
-  ais_bench  NPU_compute_time mean: one batch on one chip; chips 1 (or the devices of a multi-device run)
-  trtexec    GPU Compute mean (7.x block or 8.x-10.x "GPU Compute Time" line): one batch; chips 1
-  onnxruntime  this project's runner (msame's lines, more decimals); chips = its worker processes
+throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each tool means (the mean time of one
+batch on one chip, GPU or worker): msame's "Inference average time", ais_bench's NPU_compute_time mean,
+trtexec's GPU Compute mean (7.x block or 8.x-10.x "GPU Compute Time" line), and this project's runner (msame's
+lines, more decimals). chips follows the project's one rule (gan_perf.card_chips), printed with every figure:
+--chips where given; the devices measured for a card run (run_msame.sh --device 0,1,2,3, ais_bench's
+multi-device summary, the runner's workers); x4 for one chip of msame or ais_bench on an Ascend 310 card (the
+ModelZoo rule; the chip is read from the driver's log, assumed a 310 where the log does not say), x1 on a 310P;
+1 for trtexec.
 The distribution is reported where the log has one: p50 (the median) and p99 from ais_bench's summary
 (text or JSON), trtexec's GPU Compute block (7.x "median" and "percentile: X ms at 99%", 8.x-10.x
 "percentile(99%)"), the runner's compute_time block, a card run's pooled block, and msame's own per-call
 "Inference time" lines when the log holds at least two; "-" where the log has none (never a made-up figure).
---chips overrides (a 310P has 1 chip). The batch comes from --batch_size, else from the log (a model name
+The batch comes from --batch_size, else from the log (a model name
 such as GAN_bs16.om, trtexec's --shapes, ais_bench's summary, the runner's own line). With --baseline, each
 log is compared with the baseline of the same batch: the ModelZoo rule asks for at least 0.5 x its fps.
 Needs no torch and no onnxruntime (numpy, through gan_io.py).
 """
+
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
 
 import argparse
 import json
@@ -26,8 +34,8 @@ import stat
 import sys
 from pathlib import Path
 
-from gan_cli import InputError, check_output_file, refuse_overlap, run_main
-from gan_perf import latency_stats, parse_stats
+from gan_cli import InputError, check_output_file, positive_int, refuse_overlap, run_main
+from gan_perf import card_chips, latency_stats, parse_stats
 
 KNOWN_FORMATS = (
     "msame (folder or file mode)",
@@ -35,7 +43,6 @@ KNOWN_FORMATS = (
     "trtexec 7.x or 8.x-10.x",
     "this project's ONNX Runtime runner (msame_onnxruntime.py)",
 )
-DEFAULT_CHIPS = {"msame": 4, "ais_bench": 1, "trtexec": 1, "onnxruntime": 1}
 RUNNER_MARKER = "ONNX Runtime runner with msame's interface"
 NUMBER = r"(\S+?)"
 
@@ -62,11 +69,11 @@ def get_args_parser():
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--log", action="append", required=True, help="a tool's log (repeat for several)")
-    parser.add_argument("--batch_size", type=int, default=None, help="batch size of every --log (default: read from the log)")
-    parser.add_argument("--chips", type=int, default=None, help="chips per card (default: 4 for msame, else 1)")
+    parser.add_argument("--batch_size", type=positive_int, default=None, help="batch size of every --log (default: read from the log)")
+    parser.add_argument("--chips", type=positive_int, default=None, help="chips per card (default: the rule above; 1 for a 310P)")
     parser.add_argument("--baseline", action="append", default=[], help="baseline log, e.g. trtexec on a T4 (repeatable)")
-    parser.add_argument("--baseline_batch_size", type=int, default=None, help="batch size of every --baseline")
-    parser.add_argument("--baseline_chips", type=int, default=None, help="chips of the baseline (default: by its tool)")
+    parser.add_argument("--baseline_batch_size", type=positive_int, default=None, help="batch size of every --baseline")
+    parser.add_argument("--baseline_chips", type=positive_int, default=None, help="chips of the baseline (default: the rule above)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--save_json", default=None, help="also save the table as JSON here (GAN_report.py reads it)")
     return parser
@@ -104,24 +111,38 @@ def read_log(path):
         raise InputError(f"{path}: cannot read log: {err.strerror}") from None
 
 
+# What a log must hold, at the start of a line, to be read as that tool's (a README quoting the words is not a log).
+SIGNATURES = (
+    ("onnxruntime", re.compile(r"^\[INFO\] ONNX Runtime runner with msame's interface$", re.M)),
+    ("ais_bench", re.compile(r"^(?:\[device \d+\] )?\[INFO\] (?:-+Performance Summary-+|NPU_compute_time \(ms\):)", re.M)),
+    ("trtexec", re.compile(r"^\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\] \[I\] ", re.M)),
+    ("msame", re.compile(r"^(?:\[device \d+\] )?(?:\[INFO\] )?Inference (?:average )?time\s*:", re.M)),
+)
+CHIP = re.compile(r"\(chip (Ascend\w+), from ")  # the driver's first line names the chip of its atc record
+
+
 def parse_log(path):
-    """{tool, latency_ms, batch_size or None, chips or None} of one log, recognizing its format by itself."""
+    """{tool, latency_ms, batch_size or None, devices or None, soc or None, ...} of one log, recognizing its format
+    by lines only that tool prints."""
     text = read_log(path)
     if text.lstrip().startswith("{"):
         return _parse_ais_json(path, text)
-    if RUNNER_MARKER in text:
-        result = _parse_msame_like(path, text, "onnxruntime")
-    elif "NPU_compute_time" in text or "Performance Summary" in text:
+    tool = next((name for name, signature in SIGNATURES if signature.search(text)), None)
+    if tool is None:
+        raise InputError(f"{path}: not a log of a known tool (no timing line of one); known formats: {'; '.join(KNOWN_FORMATS)}")
+    if tool == "ais_bench":
         result = _parse_ais_text(path, text)
-    elif "GPU Compute" in text:
+    elif tool == "trtexec":
+        if "GPU Compute" not in text:
+            raise InputError(f"{path}: truncated trtexec log: no 'GPU Compute' block or line")
         result = _parse_trtexec(path, text)
-    elif "Inference average time" in text or MSAME_PER_RUN.search(text):
-        result = _parse_msame_like(path, text, "msame")
     else:
-        raise InputError(f"{path}: no timing line of a known tool; known formats: {'; '.join(KNOWN_FORMATS)}")
-    card = CARD_DEVICES.search(text)  # a card run of run_msame.sh says how many chips it used
+        result = _parse_msame_like(path, text, tool)
+    card = CARD_DEVICES.search(text)  # a card run of run_msame.sh says how many devices it used
     if card:
-        result["chips"] = int(card.group(1))
+        result["devices"] = int(card.group(1))
+    chip = CHIP.search(text)
+    result["soc"] = chip.group(1) if chip else None
     return result
 
 
@@ -146,7 +167,7 @@ def _parse_msame_like(path, text, tool):
         "mode": "folder" if spacing else "file",
         "latency_ms": _latency(path, value),
         "batch_size": _batch_from_names(text),
-        "chips": None,
+        "devices": None,
         "p50_ms": None,
         "p99_ms": None,
     }
@@ -163,7 +184,7 @@ def _parse_msame_like(path, text, tool):
     if tool == "onnxruntime":
         match = RUNNER_BATCH.search(text)
         if match:
-            result["batch_size"], result["chips"] = int(match.group(1)), int(match.group(2))
+            result["batch_size"], result["devices"] = int(match.group(1)), int(match.group(2))
     return result
 
 
@@ -187,7 +208,7 @@ def _parse_ais_text(path, text):
         "tool": "ais_bench",
         "latency_ms": sum(latencies) / len(latencies),
         "batch_size": batch or _batch_from_names(text),
-        "chips": len(set(AIS_DEVICES.findall(text))) or None,
+        "devices": len(set(AIS_DEVICES.findall(text))) or None,
         "p50_ms": None,
         "p99_ms": None,
     }
@@ -225,7 +246,7 @@ def _parse_ais_json(path, text):
         "tool": "onnxruntime" if ours else "ais_bench",
         "latency_ms": latency,
         "batch_size": batch or _batch_from_names(argv_text),
-        "chips": summary.get("workers") if ours else None,
+        "devices": summary.get("workers") if ours else None,
         "p50_ms": _number(times.get("median")),
         "p99_ms": _number(times.get("percentile(99%)")),
         "distribution": "summary JSON",
@@ -262,7 +283,7 @@ def _parse_trtexec(path, text):
         "version": version,
         "latency_ms": _latency(path, value),
         "batch_size": batch,
-        "chips": None,
+        "devices": None,
         **spread,
         "distribution": "GPU Compute" if spread["p50_ms"] is not None else None,
     }
@@ -276,16 +297,12 @@ def throughput(path, batch_size=None, chips=None):
         raise InputError(f"{path}: no batch size in the log (no model name like GAN_bs16.om): pass --batch_size")
     if result["batch_size"] <= 0:
         raise InputError(f"{path}: batch size {result['batch_size']} is not positive")
-    result["chips"] = chips or result["chips"] or DEFAULT_CHIPS[result["tool"]]
+    result["chips"], result["chips_rule"] = card_chips(result["tool"], result.pop("devices", None), result.pop("soc", None), chips)
     result["fps"] = 1000.0 * result["batch_size"] * result["chips"] / result["latency_ms"]
     return result
 
 
 def main(args):
-    for name in ("batch_size", "chips", "baseline_batch_size", "baseline_chips"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise InputError(f"--{name} {value}: expected a positive integer")
     if args.save_json:
         check_output_file(args.save_json, "--save_json")
         refuse_overlap([("--log", log) for log in args.log + args.baseline], [("--save_json", args.save_json)])
@@ -303,9 +320,9 @@ def main(args):
         elif baselines:
             row["verdict"] = f"no baseline at batch {row['batch_size']}"
     if args.save_json:
-        from gan_io import save_json
+        from gan_records import STEP_RECORDS, write_json
 
-        save_json(args.save_json, {"logs": rows, "baselines": list(baselines.values())})
+        write_json(args.save_json, {"logs": rows, "baselines": list(baselines.values())}, STEP_RECORDS["perf.json"])
     if args.json:
         print(json.dumps({"logs": rows, "baselines": list(baselines.values())}, indent=2))
         return 0
@@ -315,6 +332,8 @@ def main(args):
             f"{Path(row['log']).name[:28]:<28} {row['tool']:<11} {row['batch_size']:>5} {row['chips']:>5} "
             f"{row['latency_ms']:>11.6g} {_ms(row['p50_ms']):>10} {_ms(row['p99_ms']):>10} {row['fps']:>14.3f}"
         )
+    for row in rows + list(baselines.values()):
+        print(f"{Path(row['log']).name}: chips {row['chips']}: {row['chips_rule']}")
     for row in rows:
         if "ratio" in row:
             print(

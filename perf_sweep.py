@@ -17,19 +17,33 @@ Each batch size runs the offline step (run_msame.sh: ONNX Runtime for an .onnx, 
 Needs numpy and matplotlib, no torch.
 """
 
+from gan_cli import exit_on_signal_until_ready
+
+exit_on_signal_until_ready(__name__)  # before the slow imports below
+
+
 import argparse
-import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gan_cli import InputError, batch_sizes, ensure_dir, non_negative_int, positive_int, progress, refuse_overlap, run_main
-from gan_io import atomic_path, latent_batch, write_bin, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, cpu_name
-from gan_runs import atc_record
+from gan_cli import (
+    InputError,
+    batch_sizes,
+    check_memory,
+    ensure_dir,
+    non_negative_int,
+    positive_int,
+    progress,
+    refuse_overlap,
+    run_main,
+)
+from gan_io import LATENT_DIM, atomic_path, file_digest, latent_batch, write_bin, write_bytes_atomic
+from gan_perf import REFERENCE_SERIES, cpu_features, describe_cpu
+from gan_records import STEP_RECORDS, write_json
+from gan_runs import atc_record, parse_devices
 from perf_calc import throughput
 
 HERE = Path(__file__).resolve().parent
@@ -53,13 +67,14 @@ def get_args_parser():
         default=None,
         help="for an .om: the tool (default: msame, ais_bench for a dynamic-batch model)",
     )
-    parser.add_argument("--device", default="0", help="device id or comma-separated list, as run_msame.sh takes it (default: 0)")
+    parser.add_argument(
+        "--device", type=parse_devices, default=[0], help="device id or comma-separated list, as run_msame.sh takes it (default: 0)"
+    )
     parser.add_argument(
         "--chips_per_card",
         type=positive_int,
         default=None,
-        help="chips of a card for the per-card figure (default: the devices used; 4 for one chip of an .om, "
-        "the ModelZoo rule for a 310; pass 1 for a 310P)",
+        help="chips of a card for the per-card figure (default: the project's one rule, perf_calc.py --help; pass 1 for a 310P)",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors (default: 0)")
     parser.add_argument("--keep_work", action="store_true", help="keep the input vectors and the outputs of every run")
@@ -77,18 +92,41 @@ def model_for(args, batch):
 
 
 def hardware(args):
-    """What ran, in words, for the table and the plot's legend."""
+    """What ran, in words, for the table and the plot (the CPU with the instruction sets that decide its speed)."""
     if args.model.endswith(".onnx"):
         import onnxruntime
 
-        return f"{cpu_name()}, {os.cpu_count()} cores, ONNX Runtime {onnxruntime.__version__}"
+        return f"{describe_cpu()}, ONNX Runtime {onnxruntime.__version__}"
     return f"{soc(model_for(args, 1)[0]) or 'Ascend (chip not recorded)'}, {args.tool}"
 
 
 def soc(model):
-    """The chip atc_convert.sh converted this .om for, or None where it left no record."""
+    """The chip atc_convert.sh converted this .om for (its record checked against the .om), or None."""
     record, _ = atc_record(model)
     return (record or {}).get("soc_version")
+
+
+def check_models(args, batches):
+    """Every model of the sweep, checked before any work: present, its input and outputs (an .onnx), and the memory
+    each batch size needs."""
+    models = {model_for(args, b)[0] for b in batches}
+    for model in models:
+        if not model.is_file():
+            raise InputError(f"{model}: no such model" + (" (make it with atc_convert.sh)" if model.suffix == ".om" else ""))
+    features, per_row = LATENT_DIM, 4 * LATENT_DIM  # an .om: the sweep writes the latent vectors, the tool does the rest
+    if args.model.endswith(".onnx"):
+        from gan_onnx import model_signature, onnx_session
+        from msame_onnxruntime import bytes_per_row, output_values_per_row
+
+        signature = model_signature(onnx_session(args.model), args.model, features=LATENT_DIM)
+        if signature.fixed_batch is not None and any(b != signature.fixed_batch for b in batches):
+            raise InputError(
+                f"{args.model}: takes batches of exactly {signature.fixed_batch}: sweep it with --batch_sizes {signature.fixed_batch}"
+            )
+        per_row = bytes_per_row(features, output_values_per_row(signature), "BIN")
+    for batch in batches:
+        check_memory(batch * per_row, f"--batch_sizes {batch}: one batch", "choose smaller batch sizes")
+    return models
 
 
 def run_batch(args, batch, work, logs):
@@ -112,7 +150,7 @@ def run_batch(args, batch, work, logs):
         "--outfmt",
         "BIN",
         "--device",
-        args.device,
+        ",".join(map(str, args.device)),
         "--warmup",
         str(args.warmup),
         "--loop",
@@ -127,10 +165,8 @@ def run_batch(args, batch, work, logs):
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise InputError(f"{log}: the offline step failed at batch {batch} (exit {result.returncode}): {last}")
-    figures = throughput(log, batch_size=batch)
+    figures = throughput(log, batch_size=batch, chips=args.chips_per_card)  # the project's one chip rule, in perf_calc
     per_chip = 1000.0 * batch / figures["latency_ms"]
-    devices = figures["chips"]  # the runner's workers, or the driver's devices (its card summary)
-    chips = args.chips_per_card or (4 if devices == 1 and model.suffix == ".om" and soc(model) == "Ascend310" else devices)
     return {
         "batch_size": batch,
         "batches": count,
@@ -141,9 +177,9 @@ def run_batch(args, batch, work, logs):
         "p50_ms": figures["p50_ms"],
         "p99_ms": figures["p99_ms"],
         "images_per_s_per_chip": per_chip,
-        "chips": chips,
-        "images_per_s_per_card": per_chip * chips,
-        "devices_used": devices,
+        "chips": figures["chips"],
+        "chips_rule": figures["chips_rule"],
+        "images_per_s_per_card": figures["fps"],
         "log": str(log),
     }
 
@@ -181,7 +217,7 @@ def plot(rows, best, device, path):
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
     for (label, series), marker in zip(REFERENCE_SERIES.items(), ("s", "^", "v", "D")):
         ax.plot(list(series), list(series.values()), marker=marker, linestyle="--", linewidth=1, alpha=0.7, label=label)
     xs = [r["batch_size"] for r in rows]
@@ -202,10 +238,11 @@ def plot(rows, best, device, path):
     ax.set_xticklabels([str(x) for x in sorted(set(xs) | {1, 4, 8, 16, 32, 64})])
     ax.set_xlabel("batch size")
     ax.set_ylabel("images/s per card (log)")
-    ax.set_title("GAN generator: throughput against batch size")
+    ax.set_title(f"GAN generator: throughput against batch size\nthis run: {device}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    # below the axes, in a band of its own: it covers no point, whatever this run's figures are
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
@@ -217,10 +254,7 @@ def main(args):
         args.tool = args.tool or ("msame" if "{N}" in args.model else "ais_bench")
     elif not args.model.endswith(".onnx"):
         raise InputError(f"--model {args.model}: expected an .onnx model, GAN_bs{{N}}.om, or a dynamic-batch .om")
-    models = {model_for(args, b)[0] for b in batches}
-    for model in models:
-        if not model.is_file():
-            raise InputError(f"{model}: no such model" + (" (make it with atc_convert.sh)" if model.suffix == ".om" else ""))
+    models = check_models(args, batches)
     refuse_overlap([(f"--model {m}", m) for m in models], [("--output", args.output)])
     output = ensure_dir(args.output, "sweep folder")
     logs, work = ensure_dir(output / "logs", "log folder"), output / "work"
@@ -248,10 +282,13 @@ def main(args):
         "best_images_per_s_per_card": best["images_per_s_per_card"],
         "reference_series_images_per_s_per_card": {k: {str(b): v for b, v in s.items()} for k, s in REFERENCE_SERIES.items()},
     }
-    write_bytes_atomic(output / "sweep.json", (json.dumps(result, indent=1) + "\n").encode())
+    if args.model.endswith(".onnx"):
+        result["cpu"] = cpu_features()
     table = markdown(rows, best, device)
     write_bytes_atomic(output / "sweep.md", table.encode())
     plot(rows, best, device, output / "sweep.png")
+    result["plot"] = {"path": "sweep.png", "sha256": file_digest(output / "sweep.png", "plot")[1]}
+    write_json(output / "sweep.json", result, STEP_RECORDS["sweep.json"])
     print(table, end="")
     print(
         f"best batch: {best['batch_size']} ({best['images_per_s_per_card']:,.0f} images/s per card); wrote "

@@ -5,8 +5,13 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: bash run_msame.sh --model MODEL.onnx|MODEL.om --input DIR --output DIR [--outfmt TXT|BIN] [--device N[,N...]] [...]" >&2
-    echo "       (python3 msame_onnxruntime.py --help and python3 msame_driver.py --help list every flag)" >&2
+    echo "usage: bash run_msame.sh --model MODEL.onnx|MODEL.om --input DIR --output DIR [--outfmt TXT|BIN] [--device N[,N...]] [...]"
+    echo "A .onnx model runs on ONNX Runtime (msame_onnxruntime.py), a .om model drives msame or ais_bench (msame_driver.py)."
+    echo "Their flags, as this script passes them on:"
+    echo
+    GAN_PROG="run_msame.sh (.onnx)" "$python" "$here/msame_onnxruntime.py" --help
+    echo
+    GAN_PROG="run_msame.sh (.om)" "$python" "$here/msame_driver.py" --help
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,9 +26,10 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 
+export GAN_PROG=${GAN_PROG:-run_msame.sh}  # errors are signed by the script the user ran
 case "$model" in
     *.onnx) exec "$python" "$here/msame_onnxruntime.py" "$@" ;;
     *.om) exec "$python" "$here/msame_driver.py" "$@" ;;
-    "") usage; exit 2 ;;
-    *) echo "run_msame.sh: error: --model $model: expected a .onnx model (ONNX Runtime) or a .om model (msame)" >&2; exit 2 ;;
+    "") echo "$GAN_PROG: error: --model is required: a .onnx model (ONNX Runtime) or a .om model (msame) (see --help)" >&2; exit 2 ;;
+    *) echo "$GAN_PROG: error: --model $model: expected a .onnx model (ONNX Runtime) or a .om model (msame) (see --help)" >&2; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import Generator  # noqa: E402
+from models import Generator
 
 
 def random_generator(seed=0):

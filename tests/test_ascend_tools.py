@@ -1,5 +1,6 @@
 """atc_convert.sh and run_msame.sh on .om models, against the test doubles in tests/doubles/ (NOT the real tools)."""
 
+import hashlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ def env_without_tools():
 def om_models(onnx_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("om")
     result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(folder / "GAN_bs"), env=env_with())
-    assert re.search(r"^\s+64\s+\S+GAN_bs64\.om\s+ok", result.stdout, re.M), result.stdout
+    assert re.search(r"^batch 64\s+\S+GAN_bs64\.om\s+ok", result.stdout, re.M), result.stdout
     return folder
 
 
@@ -106,7 +107,8 @@ def test_conversion_judged_by_log_and_file(onnx_model, tmp_path):
         env=env_with(ATC_DOUBLE_NO_OM="1"),
         check=False,
     )
-    assert no_om.returncode == 1 and no_om.stdout.count("printed success but wrote no new .om") == 2
+    assert no_om.returncode == 1 and no_om.stdout.count("printed success but wrote no new B_bs") == 2
+    assert not list(tmp_path.glob("B_bs*.atc.json")), "no record of a conversion that failed"
     bad_soc = run_script(
         "atc_convert.sh",
         "--onnx",
@@ -181,7 +183,8 @@ def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
     assert len(list((tmp_path / "gen").glob("*.jpg"))) == 3
     perf = run_script("perf_calc.py", "--log", str(tmp_path / "out" / f".{run.name}.log"), "--json")
     row = json.loads(perf.stdout)["logs"][0]
-    assert (row["tool"], row["batch_size"], row["chips"]) == ("msame", 4, 1)
+    assert (row["tool"], row["batch_size"], row["chips"]) == ("msame", 4, 4), "one chip of a 310 card: the ModelZoo x4"
+    assert "x4" in row["chips_rule"] and "Ascend310" in row["chips_rule"]
 
 
 def test_error_with_exit_0_is_a_failure(om_bs4, testdata, tmp_path):
@@ -343,10 +346,16 @@ def test_dynamic_batch_conversion(onnx_model, dynamic_om, tmp_path):
         f"--input_shape=Z:-1,100 --dynamic_batch_size={GEARS} --log=error --soc_version=Ascend310"
     )
     record = json.loads(dynamic_om.with_name("GAN_dyn.atc.json").read_text())
-    assert record["dynamic_batch_size"] == [1, 4, 8, 16, 32, 64] and record["input"] == "Z" and record["result"] == "ok"
-    for gears in ("4", "0,4", ",".join(str(g) for g in range(1, 103)), "4,4", "1,4096"):
+    assert record["dynamic_batch_size"] == [1, 4, 8, 16, 32, 64] and record["input"] == "Z"
+    assert record["om"] == {
+        "name": "GAN_dyn.om",
+        "size": dynamic_om.stat().st_size,
+        "sha256": hashlib.sha256(dynamic_om.read_bytes()).hexdigest(),
+    }
+    for gears in ("4", "0,4", ",".join(str(g) for g in range(1, 103)), "4,4", "1,4096", "", "a,b"):
         result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", gears, "--dry_run", check=False)
-        assert_clean_error(result, "--dynamic_batch_size", "atc takes 2 to 100 distinct gears, each 1..2048")
+        line = assert_clean_error(result, "--dynamic_batch_size")
+        assert result.returncode == 2 and ("atc takes 2 to 100 distinct gears" in line or "comma-separated whole numbers" in line), line
 
 
 def vectors_of(folder, rows, count=3):
@@ -475,3 +484,85 @@ def test_output_path_holding_bin_keeps_msame_in_folder_mode(om_bs4, testdata, tm
     result = msame_run(om_bs4, vectors, out)
     assert result.returncode == 0 and "[INFO] 3 outputs for 3 inputs" in result.stdout, result.stdout + result.stderr
     assert set(Path(tempfile.gettempdir()).glob("gan_msame_inputs_*")) == before, "the symlink folder outside is removed"
+
+
+def test_each_om_is_found_by_its_exact_name(onnx_model, tmp_path):
+    (tmp_path / "X_bs16.om").write_bytes(b"a fresh .om of another batch size")  # GAN_bs1* used to match it
+    result = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--output_prefix",
+        str(tmp_path / "X_bs"),
+        "--batch_sizes",
+        "1",
+        env=env_with(ATC_DOUBLE_NO_OM="1"),
+        check=False,
+    )
+    assert result.returncode == 1 and "printed success but wrote no new X_bs1.om" in result.stdout
+    assert result.stderr.strip().splitlines() == ["atc_convert.sh: error: 1 of 1 conversions failed (batch 1): see each one's log above"]
+    assert not (tmp_path / "X_bs1.atc.json").exists()
+
+
+def test_a_record_must_match_its_om(onnx_model, tmp_path):
+    """A failed conversion leaves the good record and .om usable; a changed .om or a hand-edited record is refused."""
+    folder = tmp_path / "models"
+    run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--dynamic_batch_size",
+        GEARS,
+        "--dynamic_output",
+        str(folder / "GAN_dyn"),
+        env=env_with(),
+    )
+    record_path = folder / "GAN_dyn.atc.json"
+    good_record = record_path.read_bytes()
+    failed = run_script(
+        "atc_convert.sh",
+        "--onnx",
+        str(onnx_model),
+        "--dynamic_batch_size",
+        "2,3",
+        "--dynamic_output",
+        str(folder / "GAN_dyn"),
+        "--soc_version",
+        "Ascend999",
+        env=env_with(),
+        check=False,
+    )
+    assert failed.returncode == 1 and record_path.read_bytes() == good_record, "a failed conversion writes no record"
+    vectors = vectors_of(tmp_path / "v8", 8)
+
+    def run(out, **env):
+        return run_script(
+            "run_msame.sh",
+            "--model",
+            str(folder / "GAN_dyn.om"),
+            "--input",
+            str(vectors),
+            "--output",
+            str(tmp_path / out),
+            "--tool",
+            "ais_bench",
+            "--dymBatch",
+            "8",
+            env=env_with(**env),
+            check=False,
+        )
+
+    assert run("o1").returncode == 0, "the unchanged .om with its record still runs"
+    om = folder / "GAN_dyn.om"
+    om.write_bytes(om.read_bytes() + b"\0")
+    line = assert_clean_error(run("o2"), om, "does not match its record GAN_dyn.atc.json", "convert it again")
+    assert not (tmp_path / "o2").exists(), "refused before anything ran"
+    om.write_bytes(om.read_bytes()[:-1])
+    record = json.loads(good_record)
+    record["dynamic_batch_size"] = "1,4,8"
+    record_path.write_text(json.dumps(record))
+    line = assert_clean_error(run("o3"), record_path, "dynamic_batch_size should be a list")
+    assert "Traceback" not in line and not (tmp_path / "o3").exists()
+    record_path.unlink()
+    os.mkfifo(record_path)  # a named pipe where the record was: refused at once, never waited on
+    assert_clean_error(run("o4"), record_path, "not a regular file")

@@ -116,12 +116,21 @@ def test_cli_table_csv_and_errors(small, onnx_model, checkpoint, tmp_path):
         "MaxRelativeError",
     } <= set(rows[0])
     other = tmp_path / "linear.onnx"
-    torch.onnx.export(torch.nn.Linear(100, 784), torch.zeros(1, 100), str(other), opset_version=11, dynamo=False)
+    torch.onnx.export(
+        torch.nn.Linear(100, 784),
+        torch.zeros(1, 100),
+        str(other),
+        input_names=["Z"],
+        dynamic_axes={"Z": {0: "b"}},
+        opset_version=11,
+        dynamo=False,
+    )
     assert_clean_error(
         run_script("GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(other), "--input", str(batch), check=False),
         "0 activations",
         "not a model of this generator",
     )
+
     assert_clean_error(
         run_script(
             "GAN_layer_compare.py",
@@ -137,3 +146,38 @@ def test_cli_table_csv_and_errors(small, onnx_model, checkpoint, tmp_path):
         ),
         "same path as --input",
     )
+
+
+class TwoInputs(torch.nn.Module):
+    def forward(self, z, extra):
+        return torch.tanh(z @ torch.ones(100, 784) + extra)
+
+
+class Int64Input(torch.nn.Module):
+    def forward(self, z):
+        return torch.tanh(z.float() @ torch.ones(100, 784))
+
+
+@pytest.mark.parametrize(
+    "module, example, reason",
+    [
+        (TwoInputs(), (torch.zeros(2, 100), torch.zeros(2, 784)), "expected one input of shape (batch, features), found 2"),
+        (Int64Input(), (torch.zeros(2, 100, dtype=torch.int64),), "expected one float32 input of shape (batch, features)"),
+        (torch.nn.Linear(64, 784), (torch.zeros(2, 64),), "takes 64 values per row, expected 100"),
+    ],
+)
+def test_a_model_s_inputs_are_checked_before_it_runs(checkpoint, testdata, tmp_path, module, example, reason):
+    """One shared check (gan_onnx.model_signature) before anything runs, in the layer compare as in the runner."""
+    _, vectors = testdata
+    model = tmp_path / "other.onnx"
+    torch.onnx.export(module, example, str(model), opset_version=11, dynamo=False)
+    compare = run_script(
+        "GAN_layer_compare.py", "--pth", str(checkpoint), "--onnx", str(model), "--input", str(vectors / "0.bin"), check=False
+    )
+    assert compare.returncode == 1 and assert_clean_error(compare, model, reason)
+    runner = run_script("run_msame.sh", "--model", str(model), "--input", str(vectors), "--output", str(tmp_path / "out"), check=False)
+    if "64 values" in reason:  # the runner runs any (batch, features) model: it refuses the inputs' size instead
+        assert_clean_error(runner, vectors / "0.bin", "not a whole number of rows of 64 float32")
+    else:
+        assert_clean_error(runner, model, reason)
+    assert not (tmp_path / "out").exists(), "refused before a run folder was made"

@@ -79,8 +79,10 @@ def test_trtexec_85_batch_from_shapes(tmp_path):
 
 def test_ais_bench_text_and_json(tmp_path):
     result = throughput(write(tmp_path, "ais.log", AIS_BENCH))
-    assert (result["tool"], result["batch_size"], result["chips"], result["latency_ms"]) == ("ais_bench", 64, 1, 0.64)
-    assert result["fps"] == pytest.approx(100000.0), "ais_bench's own throughput, per chip"
+    assert (result["tool"], result["batch_size"], result["chips"], result["latency_ms"]) == ("ais_bench", 64, 4, 0.64)
+    assert result["chips_rule"].startswith("x4, the ModelZoo rule"), "one chip of a 310 card, as for msame: the one chip rule"
+    assert result["fps"] == pytest.approx(4 * 100000.0), "ais_bench's own throughput (per chip) x4 for the card"
+    assert throughput(write(tmp_path, "ais.log", AIS_BENCH), chips=1)["fps"] == pytest.approx(100000.0), "a 310P: ais_bench's own figure"
     summary = {
         "NPU_compute_time": {"min": 0.6, "max": 0.9, "mean": 0.64, "median": 0.63, "percentile(99%)": 0.8, "count": 100},
         "H2D_latency": {"mean": 0.1},
@@ -126,7 +128,11 @@ def test_cli_table_baseline_and_json(tmp_path):
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("hello world\n", "no timing line of a known tool"),
+        ("hello world\n", "not a log of a known tool"),
+        (
+            "# Notes\n\nperf_calc reads NPU_compute_time and the Performance Summary of ais_bench, and GPU Compute.\n",
+            "not a log of a known tool",
+        ),
         ("Inference average time : 0 ms\n", "not a positive number"),
         ("Inference average time : -1.5 ms\n", "not a positive number"),
         ("Inference average time : abc ms\n", "not a number"),

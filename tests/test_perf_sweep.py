@@ -26,7 +26,7 @@ def check_sweep(folder, batches, tool):
     assert f"(bs{best['batch_size']})" in table[-1]
     picture = Image.open(folder / "sweep.png")
     picture.load()  # a real, complete PNG
-    assert picture.format == "PNG" and picture.size == (800, 500)
+    assert picture.format == "PNG" and picture.size == (800, 600)
     assert len(np.unique(np.asarray(picture.convert("L")))) > 20, "something is drawn"
     return rows
 

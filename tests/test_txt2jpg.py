@@ -8,6 +8,7 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from conftest import assert_clean_error, no_torch_env, partial_files, run_script
+from gan_cli import InputError
 from gan_io import format_msame_txt, grid_array, save_grid
 from gan_runs import list_output_files, open_run
 
@@ -41,14 +42,20 @@ def write_outputs(folder, names, images):
 
 def test_newest_run_folder_by_time_not_by_name(tmp_path):
     images = np.zeros((2, 1, 28, 28), np.float32)
-    # msame's unpadded names: 2021_10_1 sorts before 2021_9_30 as text, although it is newer
-    old, new = tmp_path / "out" / "2021930_8_7_6_12345", tmp_path / "out" / "20211001_8_7_6_1"
+    # msame's unpadded names: 2021-10-1 (2021101) sorts before 2021-9-30 (2021930) as text, although it is newer
+    old, new = tmp_path / "out" / "2021930_8_7_6_12345", tmp_path / "out" / "2021101_8_7_6_1"
     write_outputs(old, ["0_output_0.txt"], images)
     write_outputs(new, ["0_output_0.txt"], images)
-    os.utime(old, (time.time() - 100, time.time() - 100))
+    os.utime(new, (time.time() - 100, time.time() - 100))  # older by its modification time: not what decides
     assert sorted(p.name for p in (tmp_path / "out").iterdir())[-1] == old.name
     assert open_run(tmp_path / "out").path == new
     assert open_run(new).path == new, "a folder holding outputs is used as it is"
+    ambiguous = tmp_path / "out" / "2021111_9_0_0_0"  # 2021-1-11 or 2021-11-1: newer than both, or not
+    write_outputs(ambiguous, ["0_output_0.txt"], images)
+    with pytest.raises(InputError, match="cannot tell which run is newest: 2021101_8_7_6_1 and 2021111_9_0_0_0 may have started"):
+        open_run(tmp_path / "out")
+    ambiguous.rename(tmp_path / "out" / "2022111_9_0_0_0")  # 2022-1-11 or 2022-11-1: either way newer than 2021-10-1
+    assert open_run(tmp_path / "out").path.name == "2022111_9_0_0_0"
 
 
 def test_batch_index_is_the_whole_stem_and_every_naming_is_read(tmp_path):
