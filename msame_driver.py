@@ -24,6 +24,7 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -34,8 +35,9 @@ import tempfile
 from pathlib import Path
 
 from gan_cli import InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
-from gan_io import LATENT_DIM, count_output_images, write_bytes_atomic
+from gan_io import LATENT_DIM, count_output_images, read_regular, write_bytes_atomic
 from gan_perf import card_chips, latency_stats, stats_lines
+from gan_records import MAX_RECORD_BYTES
 from gan_runs import Run, active_devices, atc_record, beside_run, check_input, list_inputs, parse_devices
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
@@ -169,9 +171,10 @@ def card_summary(tool, logs, staging, batch):
         times = []
         for device in logs:
             for summary in (staging / f"device{device}" / "out").glob("*_summary.json"):
-                try:
-                    times += [float(t) for t in json.loads(summary.read_bytes()).get("npu_compute_time_list", [])]
-                except (OSError, ValueError, TypeError, AttributeError):
+                try:  # ais_bench's own file: a regular file of bounded size, a list of numbers, or no pooled figure
+                    listed = json.loads(read_regular(summary, "ais_bench summary", MAX_RECORD_BYTES)).get("npu_compute_time_list", [])
+                    times += [float(t) for t in listed if isinstance(t, (int, float)) and math.isfinite(t)]
+                except (InputError, ValueError, TypeError, AttributeError, RecursionError):
                     pass  # an older ais_bench's summary without the list: no pooled distribution
     if len(times) >= 2:
         lines += stats_lines(latency_stats(times), batch)

@@ -226,7 +226,7 @@ def _parse_ais_json(path, text):
         summary = json.loads(text)
         times = summary["NPU_compute_time"]
         mean = times["mean"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
         raise InputError(
             f"{path}: JSON but not an ais_bench summary (expected NPU_compute_time.mean); known formats: {'; '.join(KNOWN_FORMATS)}"
         ) from None

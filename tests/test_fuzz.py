@@ -112,7 +112,7 @@ def test_perf_calc_on_shuffled_log_lines(lines, batch_size):
 
 
 @fuzz
-@given(st.binary(max_size=2000))
+@given(st.one_of(st.binary(max_size=2000), st.integers(1, 200000).map(lambda n: '{"NPU_compute_time": ' + "[" * n + "]" * n + "}")))
 def test_perf_calc_on_random_bytes(data):
     check_log(data)
 
