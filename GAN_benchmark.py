@@ -36,7 +36,7 @@ import torch
 
 from gan_cli import batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import latent_batch, write_bytes_atomic
-from gan_perf import cpu_name
+from gan_perf import cpu_features, cpu_name, describe_cpu
 from models import load_generator
 from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
 from perf_calc import throughput
@@ -54,6 +54,7 @@ def get_args_parser():
     parser.add_argument("--rounds", type=positive_int, default=7, help="timed rounds per engine and batch size")
     parser.add_argument("--round_seconds", type=non_negative_float, default=0.3, help="approximate length of one round")
     parser.add_argument("--log_dir", default="bench_logs", help="where the msame-style logs go")
+    parser.add_argument("--choice_rows", type=positive_int, default=100000, help="rows of the file the start-up thread choice is timed on")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
@@ -117,6 +118,15 @@ def txt_io_ms(rounds, round_seconds, rows=64):
         }
 
 
+def start_up_choice_ms(model, rows):
+    """Wall time of the runner's start-up thread choice on a file of `rows` rows (the candidates' sessions included)."""
+    runner = Runner(Path(model))
+    batch = latent_batch(1, 0, rows)
+    started = time.perf_counter()
+    runner.measure_threads(batch)
+    return (time.perf_counter() - started) * 1000
+
+
 def write_runner_log(path, model_name, batch, latency_ms, engine, threads):
     """A log in the ONNX Runtime runner's format, which perf_calc.py reads."""
     text = (
@@ -175,6 +185,8 @@ def main(args):
                     "best_fixed_threads": best,
                     "best_fixed_ms": timed[best],
                     "default_over_best": timed["auto"] / timed[best],
+                    "choice_ms": auto.choice.seconds * 1000 if auto.choice else 0.0,
+                    "choice_separated": auto.choice.separated if auto.choice else True,
                 }
             )
             latencies[engine] = (timed["auto"], auto.threads, Path(model).name)
@@ -198,6 +210,7 @@ def main(args):
     ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
     machine = {
         "cpu": cpu_name(),
+        "isa": cpu_features()["isa"],
         "cores": os.cpu_count(),
         "torch_threads": threads,
         "python": platform.python_version(),
@@ -205,6 +218,7 @@ def main(args):
         "onnxruntime": __import__("onnxruntime").__version__,
     }
     txt = txt_io_ms(args.rounds, args.round_seconds)
+    choice_cost = {str(rows): start_up_choice_ms(onnx_path, rows) for rows in (64, args.choice_rows)}
     result = {
         "machine": machine,
         "txt_io_ms_per_batch_of_64": txt,
@@ -215,14 +229,12 @@ def main(args):
         "rows": rows,
         "threads": thread_rows,
         "ratio_to_pytorch": {str(b): r for b, r in ratios.items()},
+        "start_up_choice_ms_by_rows": choice_cost,
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(
-        f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({threads} threads), "
-        f"onnxruntime {machine['onnxruntime']}"
-    )
+    print(f"machine: {describe_cpu()}, torch {machine['torch']} ({threads} threads), onnxruntime {machine['onnxruntime']}")
     print(
         f"limit: fp32 matmul {peak:.1f} GFLOP/s (torch {peak_by_lib['torch']:.1f}, numpy {peak_by_lib['numpy']:.1f}) / "
         f"{MODEL_FLOPS / 1e6:.3f} MFLOP per image = {limit:,.0f} images/s"
@@ -245,6 +257,13 @@ def main(args):
         f"msame TXT, one batch of 64: write {txt['write_ours']:.2f} ms (np.savetxt {txt['write_np_savetxt']:.2f} ms, "
         f"x{txt['write_np_savetxt'] / txt['write_ours']:.2f}), read {txt['read_ours']:.2f} ms "
         f"(np.loadtxt {txt['read_np_loadtxt']:.2f} ms, x{txt['read_np_loadtxt'] / txt['read_ours']:.2f})"
+    )
+    for b in batches:
+        if ("onnxruntime_int8", b) in fps:
+            print(f"int8 / fp32 at batch {b}: x{fps[('onnxruntime_int8', b)] / fps[('onnxruntime_fp32', b)]:.2f} images/s")
+    print(
+        "start-up thread choice (wall time, the candidates' sessions included): "
+        + ", ".join(f"{int(rows):,} rows {ms:.0f} ms" for rows, ms in choice_cost.items())
     )
     print(f"(latency: median of {args.rounds} rounds of the mean time per call; images/s by perf_calc.py from the logs in {log_dir}/)")
     return 0

@@ -40,11 +40,25 @@ TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs erro
     # 99.99% of pixels within 1.1e-2), mean 2.0e-4, cosine 0.9999997. The bounds leave 2x / 5x for what the preview
     # does not model (the chip's accumulation order, fused operators); int8's errors (mean 5.6e-3) stay outside.
     "fp16": (5e-2, 0.9999, 1e-3),
-    # int8: activations are quantized per batch to 256 levels, so a rare pixel on Tanh's steep part moves by
-    # up to ~0.6 (measured: max 0.60, 0.01% of pixels above 0.31, mean 0.005 over 6400 images); the image as a
-    # whole stays put, so the preset bounds the mean and the cosine, and the max only against gross errors.
+    # int8: activations are quantized per batch to 256 levels and weights to 7 bits, so a rare pixel on Tanh's steep
+    # part moves by up to ~0.8 (the default int8 model over the guide's 6,400 images: max 0.799, mean 6.75e-3, cosine
+    # 0.99963, the same on AMX and AVX2); the image as a whole stays put, so the preset bounds the mean and the
+    # cosine, and the max only against gross errors (8-bit weights on an AVX2 CPU without VNNI, which saturate: 1.77).
     "int8": (1.0, 0.999, 1e-2),
 }
+
+
+def judge(max_abs, mean_abs, cosine, limits):
+    """Whether figures pass a preset (max abs, min cosine, max mean abs or None): the one rule, here and in the export."""
+    max_abs_limit, cosine_limit, mean_abs_limit = limits
+    return max_abs <= max_abs_limit and cosine >= cosine_limit and (mean_abs_limit is None or mean_abs <= mean_abs_limit)
+
+
+def describe_limits(limits):
+    max_abs_limit, cosine_limit, mean_abs_limit = limits
+    return (
+        f"max_abs <= {max_abs_limit:g}" + (f", mean_abs <= {mean_abs_limit:g}" if mean_abs_limit else "") + f", cosine >= {cosine_limit:g}"
+    )
 
 
 def get_args_parser():
@@ -176,9 +190,8 @@ def main(args):
         f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {mean_abs:.3e}, "
         f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)"
     )
-    passed = worst <= max_abs_limit and cosine >= cosine_limit and (mean_abs_limit is None or mean_abs <= mean_abs_limit)
-    limits = f"max_abs <= {max_abs_limit:g}" + (f", mean_abs <= {mean_abs_limit:g}" if mean_abs_limit else "")
-    print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({limits}, cosine >= {cosine_limit:g})" + picture_note)
+    passed = judge(worst, mean_abs, cosine, TOLERANCES[args.tolerance])
+    print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({describe_limits(TOLERANCES[args.tolerance])})" + picture_note)
     if args.save_json:
         save_step(
             args.save_json,

@@ -10,7 +10,10 @@ which is itself 1.2e-5 from the fp64 one). The exported model is checked with on
 on ONNX Runtime against PyTorch at batch 1, 16 and 64: a difference above --max_diff, or any non-finite
 one, fails the export. The model is exported and checked in memory and written only when every check
 passed, so a failed export leaves an existing file as it was. --quantize int8 also writes an int8 model
-(dynamic quantization of the folded graph).
+(dynamic quantization of the folded graph: 7-bit weights per channel, which no x86 CPU saturates, so AVX2,
+AVX-512 VNNI and AMX machines compute the same integers). Each variant (int8, fp16 preview) is checked as the
+pipeline will check it: over the guide's workload (100 x 64 images, GAN_testdata.py's seed 0) against PyTorch,
+with GAN_compare.py's preset for its kind; if one fails on this CPU, no file is written.
 
 --emulate_fp16 also writes <stem>_fp16emu.onnx: a preview of what atc's default --precision_mode
 force_fp16 does to the arithmetic, that runs anywhere on ONNX Runtime. It is the exported graph with
@@ -40,8 +43,9 @@ import torch
 import torch.nn as nn
 
 from gan_cli import InputError, check_output_file, non_negative_float, refuse_overlap, run_main
-from gan_io import IMG_SHAPE, LATENT_DIM, write_bytes_atomic
+from gan_io import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
 from gan_onnx import onnx_session
+from gan_perf import describe_cpu
 from gan_records import save_step
 from models import load_generator
 
@@ -195,28 +199,75 @@ def emulate_fp16(model_bytes):
 
 
 def quantize_int8(generator, opset):
-    """ONNX Runtime dynamic quantization of the folded graph, as bytes: int8 weights (per channel), activations
-    quantized per batch at run time. Folding first leaves one quantized MatMul per layer and no float BatchNorm."""
+    """ONNX Runtime dynamic quantization of the folded graph, as bytes: int8 weights per output channel in 7 bits
+    (reduce_range: -64..63), activations quantized per batch to uint8 at run time. Folding first leaves one quantized
+    MatMul per layer and no float BatchNorm.
+
+    Why 7-bit weights: on x86 CPUs without VNNI (AVX2 only), ONNX Runtime's u8 x s8 kernel adds pairs of products
+    in 16 bits (vpmaddubsw), which saturates when two products exceed 32,767 (255 x 127 x 2 = 64,770 can); VNNI and
+    AMX sum in 32 bits. With 8-bit weights the same model gave max abs 0.68 on AVX-512/AMX and 1.77 on AVX2 over the
+    guide's 6,400 images. 7-bit weights bound every pair at 255 x 64 x 2 = 32,640, so no CPU saturates and every kind
+    computes the same integers (measured: outputs bit-identical on AMX and on an emulated AVX2 CPU), at the kernel's
+    full speed (ONNX Runtime's quantization guide recommends reduce_range on CPUs without VNNI for this reason)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process applies to static quantization
     with tempfile.TemporaryDirectory() as folder:
         folded, quantized = Path(folder) / "folded.onnx", Path(folder) / "int8.onnx"
         folded.write_bytes(export_onnx(generator, opset, fold=True))
-        quantize_dynamic(str(folded), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(folded), str(quantized), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
         return quantized.read_bytes()
 
 
-def write_variant(generator, variant_bytes, path, kind, source, note):
-    """Print a variant's difference from PyTorch per batch, refuse a non-finite one, write it; its figures for --save_json.
-    No bound applies: an int8 model or an fp16 preview differs from PyTorch by design (GAN_compare's presets judge them)."""
+# The check of a variant sees what the pipeline sees: the guide's workload, 100 batches of 64 latent vectors of
+# GAN_testdata.py's default seed, compared with PyTorch by GAN_compare.py's preset for that kind of model.
+WORKLOAD_BATCHES, WORKLOAD_BATCH_SIZE, WORKLOAD_SEED = 100, 64, 0
+
+
+def check_on_workload(generator, variant_bytes, preset):
+    """{images, max_abs, mean_abs, cosine, preset, verdict, cpu} of a variant against PyTorch over the guide's workload."""
+    from GAN_compare import TOLERANCES, judge
+
+    session = onnx_session(variant_bytes)
+    worst, abs_sum, dot, norm_ref, norm_got, count = 0.0, 0.0, 0.0, 0.0, 0.0, 0
+    for i in range(WORKLOAD_BATCHES):
+        z = latent_batch(WORKLOAD_SEED, i, WORKLOAD_BATCH_SIZE)
+        with torch.inference_mode():
+            expected = generator(torch.from_numpy(z)).numpy().astype(np.float64).ravel()
+        got = session.run(["generateimg"], {"Z": z})[0].astype(np.float64).ravel()
+        diff = np.abs(expected - got)
+        worst, abs_sum, count = max(worst, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
+        dot, norm_ref, norm_got = (
+            dot + float((expected * got).sum()),
+            norm_ref + float((expected**2).sum()),
+            norm_got + float((got**2).sum()),
+        )
+    cosine = dot / float(np.sqrt(norm_ref * norm_got)) if norm_ref and norm_got else 0.0
+    figures = {"images": WORKLOAD_BATCHES * WORKLOAD_BATCH_SIZE, "max_abs": worst, "mean_abs": abs_sum / count, "cosine": cosine}
+    passed = judge(figures["max_abs"], figures["mean_abs"], cosine, TOLERANCES[preset]) and all(map(np.isfinite, figures.values()))
+    return dict(figures, preset=preset, verdict="PASS" if passed else "FAIL", cpu=describe_cpu())
+
+
+def check_variant(generator, variant_bytes, path, kind, preset, source):
+    """Check a variant as the pipeline will (the guide's workload, GAN_compare's preset `preset`); refuse, in one line,
+    a non-finite one or one that fails the preset on this CPU. Its figures for --save_json."""
+    from GAN_compare import TOLERANCES, describe_limits
+
     results = compare_with_pytorch(generator, variant_bytes)
-    for batch, (diff, cosine) in results.items():
-        print(f"{kind} batch {batch:3d}: max |{kind} - pytorch| = {diff:.3e}, cosine {cosine:.6f}")
     worst_difference(results, source, f"the {kind}'s")
-    write_bytes_atomic(path, variant_bytes)
-    print(f"wrote {path} ({len(variant_bytes) / 1e6:.1f} MB, {note})")
-    return {"kind": kind, "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
+    check = check_on_workload(generator, variant_bytes, preset)
+    print(
+        f"{kind} on the guide's workload ({WORKLOAD_BATCHES} x {WORKLOAD_BATCH_SIZE} = {check['images']:,} images, seed {WORKLOAD_SEED}) "
+        f"against PyTorch: max abs {check['max_abs']:.3e}, mean abs {check['mean_abs']:.3e}, cosine {check['cosine']:.7f}: "
+        f"{check['verdict']} {preset} preset ({describe_limits(TOLERANCES[preset])}) on {check['cpu']}"
+    )
+    if check["verdict"] != "PASS":
+        raise InputError(
+            f"{path}: the {kind} fails GAN_compare's {preset} preset on the guide's workload on this CPU (max abs {check['max_abs']:.3g}, "
+            f"mean abs {check['mean_abs']:.3g}, cosine {check['cosine']:.6f}): nothing written"
+            + (" (the existing files are unchanged)" if Path(path).exists() else "")
+        )
+    return {"kind": kind, "max_abs_by_batch": {b: d for b, (d, _) in results.items()}, "check": check}
 
 
 def main(args):
@@ -250,23 +301,20 @@ def main(args):
             f"{output}: ONNX Runtime differs from PyTorch by {worst:.3e} > {args.max_diff:g}: not written"
             f"{' (the existing file is unchanged)' if output.exists() else ''}"
         )
-    write_bytes_atomic(output, model_bytes)
     checks[str(output)] = {"kind": "fp32", "max_abs_by_batch": {b: d for b, (d, _) in results.items()}}
-    print(f"wrote {output} (opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}, {len(model_bytes) / 1e6:.1f} MB)")
-
+    # Every model is made and checked in memory first; the files are written only when all of them passed.
+    files = {output: (model_bytes, f"opset {args.opset}, {'BatchNorm folded' if args.fold else 'BatchNorm kept'}")}
     if int8_path:
-        checks[str(int8_path)] = write_variant(
-            generator, quantize_int8(generator, args.opset), int8_path, "int8", args.input_file, "int8 model, CPU only"
-        )
+        int8_bytes = quantize_int8(generator, args.opset)
+        checks[str(int8_path)] = check_variant(generator, int8_bytes, int8_path, "int8", "int8", args.input_file)
+        files[int8_path] = (int8_bytes, "int8 model, CPU only")
     if fp16_path:
-        checks[str(fp16_path)] = write_variant(
-            generator,
-            emulate_fp16(model_bytes),
-            fp16_path,
-            "fp16 preview",
-            args.input_file,
-            "fp16 arithmetic emulated on ONNX Runtime; not for atc",
-        )
+        fp16_bytes = emulate_fp16(model_bytes)
+        checks[str(fp16_path)] = check_variant(generator, fp16_bytes, fp16_path, "fp16 preview", "fp16", args.input_file)
+        files[fp16_path] = (fp16_bytes, "fp16 arithmetic emulated on ONNX Runtime; not for atc")
+    for path, (content, note) in files.items():
+        write_bytes_atomic(path, content)
+        print(f"wrote {path} ({note}, {len(content) / 1e6:.1f} MB)")
     if args.save_json:
         save_step(
             args.save_json,

@@ -244,7 +244,22 @@ STEP_RECORDS = {
         "opset": Count(1),
         "fold": bool,
         "max_diff": Number(0),
-        "models": MapOf({"kind": str, "max_abs_by_batch": MapOf(Number(0), min_len=1), "images?": Count(), "check?": object}, min_len=1),
+        "models": MapOf(
+            {
+                "kind": str,
+                "max_abs_by_batch": MapOf(Number(0), min_len=1),
+                "check?": {
+                    "images": Count(1),
+                    "max_abs": Number(0),
+                    "mean_abs": Number(0),
+                    "cosine": Number(),
+                    "preset": str,
+                    "verdict": OneOf("PASS", "FAIL"),
+                    "cpu": str,
+                },
+            },
+            min_len=1,
+        ),
         "cpu?": CPU,
     },
     "testdata.json": {

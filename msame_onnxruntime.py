@@ -103,7 +103,7 @@ def thread_candidates(workers=1):
     return sorted({1, most} | {2**k for k in range(1, most.bit_length()) if 2**k < most})
 
 
-PROBE_BUDGET_MS = 80.0  # the timed part of the start-up thread choice; creating the candidates' sessions comes on top
+PROBE_BUDGET_MS = 60.0  # the timed part of the start-up thread choice; creating the candidates' sessions comes on top
 PROBE_CYCLES, PROBE_UNTIMED = 3, 3
 
 
@@ -111,16 +111,16 @@ class ThreadChoice:
     """How the thread count was chosen: timings per candidate (best block, ms per call), the rows they ran on, the
     wall time of the choice, and whether the candidates separated beyond their noise."""
 
-    def __init__(self, threads, best, spread, rows, of_rows, seconds, separated):
+    def __init__(self, threads, best, spread, rows, of_rows, seconds, separated, rows_run):
         self.threads, self.best, self.spread, self.rows, self.of_rows = threads, best, spread, rows, of_rows
-        self.seconds, self.separated = seconds, separated
+        self.seconds, self.separated, self.rows_run = seconds, separated, rows_run
 
     def describe(self):
         timings = ", ".join(f"{t}: {ms:.4f} ms (+{self.spread[t]:.0%})" for t, ms in sorted(self.best.items()))
         how = (
             "chosen by measurement at start-up"
             if self.separated
-            else f"the default, {self.threads} (every core of the worker): the candidates did not separate beyond their noise"
+            else "the default, every core of the worker: the candidates did not separate beyond their noise"
         )
         return f"{self.threads} ({how}; {self.seconds * 1000:.0f} ms on {self.rows} of {self.of_rows} rows, per call: {timings})"
 
@@ -140,12 +140,12 @@ def choose_threads(model, batch, candidates, ready=None, budget_ms=PROBE_BUDGET_
     default = max(candidates)
     name = sessions[default].get_inputs()[0].name
     batch = np.ascontiguousarray(batch, dtype=np.float32)
-    small = {name: batch[: min(len(batch), 16)]}
+    sample = {name: batch[: min(len(batch), 256)]}  # the cost per row, from one call on at most 256 rows
     for _ in range(2):
-        sessions[default].run(None, small)
+        sessions[default].run(None, sample)
     tick = time.perf_counter()
-    sessions[default].run(None, small)
-    ms_per_row = max((time.perf_counter() - tick) * 1000 / len(small[name]), 1e-6)
+    sessions[default].run(None, sample)
+    ms_per_row = max((time.perf_counter() - tick) * 1000 / len(sample[name]), 1e-6)
     block_ms = budget_ms / (len(candidates) * PROBE_CYCLES)
     rows = int(min(len(batch), max(1, block_ms / (PROBE_UNTIMED + 3) / ms_per_row)))
     feed = {name: batch[:rows]}
@@ -167,7 +167,8 @@ def choose_threads(model, batch, candidates, ready=None, budget_ms=PROBE_BUDGET_
         runner_up = ranked[1]
         separated = best[runner_up] / best[winner] - 1 > max(spread[winner], spread[runner_up])
     threads = winner if separated else default
-    return sessions[threads], ThreadChoice(threads, best, spread, rows, len(batch), time.perf_counter() - started, separated)
+    rows_run = 3 * len(sample[name]) + PROBE_CYCLES * len(candidates) * (PROBE_UNTIMED + timed_calls) * rows
+    return sessions[threads], ThreadChoice(threads, best, spread, rows, len(batch), time.perf_counter() - started, separated, rows_run)
 
 
 def write_output(path, output, outfmt):

@@ -274,3 +274,19 @@ def test_thread_probe_takes_a_file_s_flat_values(onnx_model):
 
     runner = Runner(onnx_model).measure_threads(latent(3).ravel())  # a file's flat values
     assert runner.threads >= 1 and (runner.choice or runner.threads == 1)
+
+
+def test_start_up_thread_choice_has_a_bounded_cost_on_a_large_file(onnx_model):
+    """100,000 rows (40 MB): the choice runs a slice of the file, not the file (the old one ran it about 66 times,
+    minutes); its wall time includes making the candidates' sessions."""
+    from msame_onnxruntime import PROBE_BUDGET_MS, Runner
+
+    runner = Runner(onnx_model).measure_threads(latent(100_000))
+    choice = runner.choice
+    if choice is None:
+        pytest.skip("one core: nothing to choose")
+    print(f"start-up choice on 100,000 rows: {choice.seconds * 1000:.0f} ms, {choice.rows_run:,} rows run; {runner.describe_threads()}")
+    assert choice.rows < choice.of_rows == 100_000 and choice.rows_run < 20_000, "a slice, a fraction of one pass over the file"
+    assert choice.seconds < 1.0, f"budget {PROBE_BUDGET_MS} ms of timing, plus the sessions: at most a few hundred ms"
+    assert choice.threads == (min(choice.best, key=choice.best.get) if choice.separated else max(choice.best))
+    assert ("chosen by measurement" if choice.separated else "did not separate beyond their noise") in runner.describe_threads()

@@ -1,9 +1,10 @@
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
-from conftest import random_generator, run_script
+from conftest import ROOT, assert_clean_error, random_generator, run_script
 from GAN_pth2onnx import ExportGenerator, compare_with_pytorch
 
 
@@ -66,8 +67,8 @@ def test_int8_model_is_a_second_file_close_to_pytorch(checkpoint, testdata, tmp_
     assert path.is_file() and int8.is_file() and int8.stat().st_size < path.stat().st_size / 3
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
-    cosines = [float(line.rsplit("cosine ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("int8 batch")]
-    assert len(cosines) == 3 and min(cosines) >= 0.999
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("int8 on the guide's workload")]
+    assert "6,400 images" in line and "PASS int8 preset" in line and "AVX" in line, line
     for model in (int8, path):  # the thread count is measured, not guessed from the model type
         runner = Runner(model).measure_threads(np.zeros((64, 100), np.float32))
         choice = runner.choice
@@ -163,7 +164,7 @@ def test_fp16_preview_is_written_and_judged_by_the_fp16_preset(checkpoint, testd
     path = tmp_path / "GAN.onnx"
     result = run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={path}", "--emulate_fp16")
     preview = tmp_path / "GAN_fp16emu.onnx"
-    assert preview.is_file() and "fp16 preview batch  64" in result.stdout
+    assert preview.is_file() and "fp16 preview on the guide's workload" in result.stdout and "PASS fp16 preset" in result.stdout
     session = ort.InferenceSession(str(preview), providers=["CPUExecutionProvider"])
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.type, out.name, out.type) == ("Z", "tensor(float)", "generateimg", "tensor(float)")
@@ -172,3 +173,77 @@ def test_fp16_preview_is_written_and_judged_by_the_fp16_preset(checkpoint, testd
     args = [f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", ""]
     assert "PASS: fp16" in run_script("GAN_compare.py", *args, "--tolerance", "fp16").stdout
     assert run_script("GAN_compare.py", *args, "--tolerance", "fp32", check=False).returncode == 1, "fp32 rightly fails"
+
+
+BUNDLED = ROOT / "weights" / "generator_mnist.pth"
+
+
+def test_default_int8_export_passes_the_int8_preset_over_the_guide_s_workload_on_this_cpu(tmp_path):
+    """The bundled generator's int8 model, made by the default export, checked independently of the export's own check:
+    every one of the guide's 6,400 images, through the runner's session, against PyTorch, with GAN_compare's rule."""
+    import json
+
+    import torch
+
+    from GAN_compare import TOLERANCES, judge
+    from gan_io import latent_batch
+    from gan_onnx import onnx_session
+    from gan_perf import describe_cpu
+    from models import load_generator
+
+    run_script(
+        "GAN_pth2onnx.py",
+        f"--input_file={BUNDLED}",
+        f"--output_file={tmp_path / 'GAN.onnx'}",
+        "--quantize",
+        "int8",
+        "--save_json",
+        str(tmp_path / "export.json"),
+    )
+    int8 = tmp_path / "GAN_int8.onnx"
+    session, generator = onnx_session(int8), load_generator(BUNDLED)
+    z = np.concatenate([latent_batch(0, i, 64) for i in range(100)])
+    got = np.concatenate([session.run(None, {"Z": z[k : k + 64]})[0] for k in range(0, 6400, 64)]).astype(np.float64).ravel()
+    with torch.inference_mode():
+        expected = generator(torch.from_numpy(z)).numpy().astype(np.float64).ravel()
+    diff = np.abs(got - expected)
+    cosine = float(got @ expected / np.linalg.norm(got) / np.linalg.norm(expected))
+    print(f"{describe_cpu()}: int8 over 6,400 images: max abs {diff.max():.3f}, mean abs {diff.mean():.2e}, cosine {cosine:.6f}")
+    assert judge(float(diff.max()), float(diff.mean()), cosine, TOLERANCES["int8"])
+    check = json.loads((tmp_path / "export.json").read_text())["models"][str(int8)]["check"]
+    assert check["verdict"] == "PASS" and check["max_abs"] == pytest.approx(diff.max(), rel=1e-6), "the export saw what the pipeline sees"
+
+
+def test_int8_weights_cannot_saturate_a_cpu_without_vnni(tmp_path):
+    """AVX2 without VNNI adds pairs of u8 x s8 products in 16 bits: 255 x (|w1| + |w2|) must stay <= 32,767 for every pair
+    of weights, which 7-bit weights (reduce_range) guarantee. A property of the file, true on every CPU."""
+    from onnx import numpy_helper
+
+    run_script("GAN_pth2onnx.py", f"--input_file={BUNDLED}", f"--output_file={tmp_path / 'GAN.onnx'}", "--quantize", "int8")
+    model = onnx.load(str(tmp_path / "GAN_int8.onnx"))
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    assert len(weights) == 5
+    for w in weights:  # (in, out): MLAS pairs consecutive inputs k, k+1 of one output column
+        w = np.abs(w.astype(np.int32))
+        pairs = w[0 : w.shape[0] // 2 * 2 : 2] + w[1 : w.shape[0] // 2 * 2 : 2]
+        assert 255 * int(pairs.max()) <= 32767 and int(w.max()) <= 64
+
+
+def test_an_int8_model_that_fails_its_preset_is_not_written(checkpoint, tmp_path):
+    """One hidden unit with a huge activation (fp32 output unchanged: its outgoing weights are 0) makes the per-batch
+    activation scale coarse: the int8 model fails the preset, and nothing is written, the previous files kept."""
+    import torch
+
+    state = {k.removeprefix("module."): v.clone() for k, v in torch.load(checkpoint).items()}
+    state["model.9.bias"][0] = 5000.0  # BatchNorm shift of unit 0 of the last hidden layer
+    state["model.11.weight"][:, 0] = 0.0
+    bad = tmp_path / "outlier.pth"
+    torch.save(state, bad)
+    output = tmp_path / "GAN.onnx"
+    run_script("GAN_pth2onnx.py", f"--input_file={checkpoint}", f"--output_file={output}", "--quantize", "int8")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("GAN*.onnx")}
+    result = run_script("GAN_pth2onnx.py", f"--input_file={bad}", f"--output_file={output}", "--quantize", "int8", check=False)
+    assert result.returncode == 1
+    line = assert_clean_error(result, tmp_path / "GAN_int8.onnx", "fails GAN_compare's int8 preset on the guide's workload on this CPU")
+    assert "the existing files are unchanged" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("GAN*.onnx")} == before, "neither model replaced"
