@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_cli import batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
+from gan_cli import HelpFormatter, batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import latent_batch, write_bytes_atomic
 from gan_perf import cpu_features, cpu_name, describe_cpu
 from models import load_generator
@@ -46,7 +46,7 @@ MODEL_FLOPS = 2 * (100 * 128 + 128 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--pth", required=True, help="generator checkpoint")
     parser.add_argument("--onnx", default=None, help="fp32 ONNX model (default: exported from --pth into a temporary folder)")
     parser.add_argument("--int8", default=None, help="int8 ONNX model from GAN_pth2onnx.py --quantize int8 (optional)")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, check_output_file, refuse_overlap, run_main, short_list
+from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, run_main, short_list
 from gan_io import IMG_SIZE, atomic_path, file_digest, grid_array, numbered_files, read_online, read_output
 from gan_records import save_step
 from gan_runs import list_output_files, open_run
@@ -63,7 +63,7 @@ def describe_limits(limits):
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 2)[2]
     )
     parser.add_argument(
         "--online_path",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, check_output_file, positive_int, progress, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, progress, refuse_overlap, run_main
 from gan_io import numbered_files, read_bytes, read_online, read_output
 from gan_onnx import onnx_session
 from gan_records import save_step
@@ -43,7 +43,7 @@ TARGETS = {"confidence": 0.90, "inception_score": 8.0, "min_digit_share": 0.05}
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument(
         "--images_path",

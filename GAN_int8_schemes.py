@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, positive_int, run_main
+from gan_cli import HelpFormatter, InputError, positive_int, run_main
 from gan_io import latent_batch
 from gan_perf import describe_cpu
 
@@ -48,7 +48,7 @@ SCHEMES = {  # name: (how, quantize_dynamic / quantize_static keyword arguments)
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--pth", required=True, help="generator checkpoint")
     parser.add_argument("--batches", type=positive_int, default=100, help="batches of 64 of the workload (default: 100, the guide's)")

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_cli import InputError, check_output_file, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, run_main
 from gan_io import LATENT_DIM, atomic_path, check_finite, read_bin
 from gan_onnx import ModelFile, model_signature, onnx_session, read_model
 from models import load_generator
@@ -49,7 +49,7 @@ COLUMNS = ("cosine", "max_abs", "mean_abs", "max_rel", "mean_rel", "red", "kld",
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--pth", required=True, help="generator checkpoint the ONNX model was exported from")
     parser.add_argument("--onnx", required=True, help="ONNX model: GAN.onnx, a --fold'ed one, GAN_int8.onnx or GAN_fp16emu.onnx")

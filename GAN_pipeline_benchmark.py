@@ -22,14 +22,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import InputError, outfmt, positive_int, run_main
+from gan_cli import HelpFormatter, InputError, outfmt, positive_int, run_main
 
 HERE = Path(__file__).resolve().parent
 STEP_LINE = re.compile(r"^  (\w+)\s+([0-9.]+) s(?:\s+(\d+) MB)?$", re.M)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--pth", default=str(HERE / "weights" / "generator_mnist.pth"), help="generator checkpoint")
     parser.add_argument("--iters", type=positive_int, default=100, help="batches of the base workload")
     parser.add_argument("--batch_size", type=positive_int, default=64, help="batch size")

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gan_cli import InputError, check_output_file, non_negative_float, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, non_negative_float, refuse_overlap, run_main
 from gan_io import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
 from gan_onnx import onnx_session
 from gan_perf import describe_cpu
@@ -53,7 +53,7 @@ CHECK_BATCHES = (1, 16, 64)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--input_file", required=True, help="generator checkpoint (.pth)")
     parser.add_argument("--output_file", default="GAN.onnx", help="ONNX model to write")
     parser.add_argument("--opset", type=int, default=11, help="ONNX opset (atc of CANN 5.x/6.x accepts 9..13)")

@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
-from gan_cli import InputError, check_output_file, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, run_main
 from gan_io import file_digest, read_regular, write_bytes_atomic
 from gan_perf import REFERENCE_SERIES, cpu_features, describe_cpu
 from gan_records import read_step, read_steps, read_summary
@@ -55,7 +55,7 @@ STEP_FILES = ("export.json", "testdata.json", "compare.json", "eval.json", "perf
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--workdir", required=True, help="the folder run_pipeline.sh (or the README's commands) filled")
     return parser

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from gan_cli import (
+    HelpFormatter,
     InputError,
     available_memory,
     check_output_file,
@@ -40,7 +41,7 @@ from models import load_generator
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--online_path", default="images", help="folder for the online results <i>.bin and <i>.jpg")
     parser.add_argument("--offline_path", default="vectors", help="folder for the latent vectors <i>.bin")
     parser.add_argument("--pth_path", required=True, help="generator checkpoint (.pth)")

@@ -26,13 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan_cli import InputError, check_output_file, ensure_dir, positive_int, progress, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, ensure_dir, positive_int, progress, refuse_overlap, run_main
 from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, latent_batch, save_grid
 from models import Generator, extract_state_dict, load_checkpoint
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--data_root", required=True, help="folder holding MNIST/raw/*-idx*-ubyte (torchvision's layout)")
     parser.add_argument("--download", action="store_true", help="download MNIST into --data_root first (needs internet)")
     parser.add_argument("--epochs", type=positive_int, default=130, help="passes over the training set")

@@ -17,13 +17,13 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 import argparse
 import time
 
-from gan_cli import InputError, ensure_dir, progress, refuse_overlap, run_main, short_list
+from gan_cli import HelpFormatter, InputError, ensure_dir, progress, refuse_overlap, run_main, short_list
 from gan_io import numbered_files, read_output, save_grid
 from gan_runs import open_run
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--txt_path", default="out", help="offline output root, or the run folder itself")
     parser.add_argument("--infer_results_path", default="genimg", help="folder for the <i>.jpg grids")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

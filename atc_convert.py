@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gan_cli import InputError, batch_sizes, ensure_dir, program_name, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, batch_sizes, ensure_dir, program_name, refuse_overlap, run_main
 from gan_io import file_digest, write_bytes_atomic
 from gan_onnx import model_signature, onnx_session
 from gan_records import ATC_RECORD, ATC_RECORD_FORMAT, write_json
@@ -37,7 +37,7 @@ PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--onnx", required=True, help="ONNX model from GAN_pth2onnx.py")
     parser.add_argument("--batch_sizes", type=batch_sizes, default="1 16 64", help="batch sizes, space or comma separated")
     parser.add_argument("--soc_version", default="Ascend310", help="chip, e.g. Ascend310 or Ascend310P3 (npu-smi info)")

@@ -171,6 +171,17 @@ def run_main(main, parser, argv=None, pass_unknown=False):
         fail(128 + signal.SIGINT, "interrupted by SIGINT; temporary files removed, nothing reported as done")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help as every script shows it: the description as written, and each flag's default said once (not where its
+    help already says it, not None, not for a switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def positive_int(text):
     """argparse type for counts such as --iters and --batch_size: 0 or negative is refused at parse time."""
     value = _int(text, "a positive integer")

@@ -6,6 +6,7 @@ weight file was trained with it, so changing it would change every output.
 """
 
 import io
+import textwrap
 from pathlib import Path
 
 import torch
@@ -84,8 +85,10 @@ def load_checkpoint(path, device="cpu"):
     try:
         return torch.load(io.BytesIO(content), map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a file that is not a checkpoint
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first_line[:120]})") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        first_sentence = textwrap.shorten(first_line.split(". ")[0], 100, placeholder="...")  # whole words only
+        kind = " (it looks like an ONNX model: pass the .pth it was exported from)" if Path(path).suffix == ".onnx" else ""
+        raise InputError(f"{path}: not a readable PyTorch checkpoint{kind} ({type(err).__name__}: {first_sentence})") from None
 
 
 def load_generator(path, device="cpu"):

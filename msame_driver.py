@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
 from gan_io import LATENT_DIM, count_output_images, read_regular, write_bytes_atomic
 from gan_perf import card_chips, latency_stats, stats_lines
 from gan_records import MAX_RECORD_BYTES
@@ -47,7 +47,7 @@ PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
 def get_args_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1] + "\nUnknown flags (--debug, ...) are passed to the tool.",
     )
     parser.add_argument("--model", required=True, help="the .om model")

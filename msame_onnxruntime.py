@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from gan_cli import (
+    HelpFormatter,
     InputError,
     Interrupted,
     check_memory,
@@ -64,7 +65,7 @@ RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--model", required=True, help="ONNX model (GAN.onnx)")
     parser.add_argument("--input", required=True, help="folder of input .bin files (folder mode) or one .bin file (file mode)")
@@ -103,7 +104,7 @@ def thread_candidates(workers=1):
     return sorted({1, most} | {2**k for k in range(1, most.bit_length()) if 2**k < most})
 
 
-PROBE_BUDGET_MS = 60.0  # the timed part of the start-up thread choice; creating the candidates' sessions comes on top
+PROBE_BUDGET_MS = 45.0  # the timed part of the start-up thread choice; creating the candidates' sessions comes on top
 PROBE_CYCLES, PROBE_UNTIMED = 3, 3
 
 
@@ -140,7 +141,7 @@ def choose_threads(model, batch, candidates, ready=None, budget_ms=PROBE_BUDGET_
     default = max(candidates)
     name = sessions[default].get_inputs()[0].name
     batch = np.ascontiguousarray(batch, dtype=np.float32)
-    sample = {name: batch[: min(len(batch), 256)]}  # the cost per row, from one call on at most 256 rows
+    sample = {name: batch[: min(len(batch), 128)]}  # the cost per row, from one call on at most 128 rows
     for _ in range(2):
         sessions[default].run(None, sample)
     tick = time.perf_counter()

@@ -34,7 +34,7 @@ import stat
 import sys
 from pathlib import Path
 
-from gan_cli import InputError, check_output_file, positive_int, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main
 from gan_perf import card_chips, latency_stats, parse_stats
 
 KNOWN_FORMATS = (
@@ -66,7 +66,7 @@ CARD_DEVICES = re.compile(r"card summary: (\d+) devices")  # run_msame.sh's card
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--log", action="append", required=True, help="a tool's log (repeat for several)")
     parser.add_argument("--batch_size", type=positive_int, default=None, help="batch size of every --log (default: read from the log)")

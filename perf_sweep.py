@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from gan_cli import (
+    HelpFormatter,
     InputError,
     batch_sizes,
     check_memory,
@@ -51,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("--model", required=True, help="GAN.onnx, GAN_bs{N}.om (N replaced by each batch size) or a dynamic-batch .om")
     parser.add_argument(
