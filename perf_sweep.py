@@ -26,6 +26,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -222,7 +223,7 @@ def plot(rows, best, device, path):
     for (label, series), marker in zip(REFERENCE_SERIES.items(), ("s", "^", "v", "D")):
         ax.plot(list(series), list(series.values()), marker=marker, linestyle="--", linewidth=1, alpha=0.7, label=label)
     xs = [r["batch_size"] for r in rows]
-    ax.plot(xs, [r["images_per_s_per_card"] for r in rows], marker="o", linewidth=2.5, color="black", label=f"this run: {device}")
+    ax.plot(xs, [r["images_per_s_per_card"] for r in rows], marker="o", linewidth=2.5, color="black", label="this run (named above)")
     ax.plot(
         [best["batch_size"]],
         [best["images_per_s_per_card"]],
@@ -239,11 +240,12 @@ def plot(rows, best, device, path):
     ax.set_xticklabels([str(x) for x in sorted(set(xs) | {1, 4, 8, 16, 32, 64})])
     ax.set_xlabel("batch size")
     ax.set_ylabel("images/s per card (log)")
-    ax.set_title(f"GAN generator: throughput against batch size\nthis run: {device}", fontsize=9)
+    title = "\n".join(textwrap.wrap(f"this run: {device}", 90))
+    ax.set_title(f"GAN generator: throughput against batch size\n{title}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     # below the axes, in a band of its own: it covers no point, whatever this run's figures are
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7.5, loc="lower center", bbox_to_anchor=(0.5, 0.01), ncol=2, frameon=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
