@@ -234,9 +234,10 @@ def parse_txt(path, expected_count=None):
 
 
 def _parse_tokens(path):
-    tokens = path.read_bytes().split()
+    tokens = read_regular(path, "model output").split()
     try:
-        return np.array(tokens, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, which check_finite() refuses by name
+            return np.array(tokens, dtype=np.float32)
     except ValueError:
         bad = next(t for t in tokens if not _is_number(t))
         raise InputError(f"{path}: expected numbers, found {bad[:20].decode(errors='replace')!r}") from None

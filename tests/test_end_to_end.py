@@ -102,7 +102,7 @@ def test_every_link_of_the_readmes_and_docs_resolves():
                 assert (ROOT / name).parent.joinpath(target).exists(), f"{name} links {target}, which is not there"
 
 
-@pytest.mark.parametrize("readme", READMES)
+@pytest.mark.parametrize("readme", READMES[:1])  # README.zh-CN.md holds the very same commands (the test above)
 def test_readme_commands_in_order(tmp_path, checkpoint, readme):
     work = workspace(tmp_path)
     commands = readme_commands(readme)
