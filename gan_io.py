@@ -91,9 +91,10 @@ def write_bytes_atomic(path, data):
         tmp.write_bytes(data)
 
 
-def read_regular(path, what="file", max_bytes=None, follow_links=True):
-    """The bytes of a regular file, refusing in one line a folder, pipe or device (a pipe is never waited on), a file
-    over `max_bytes`, and, with follow_links=False, a symbolic link."""
+def open_regular(path, what="file", max_bytes=None, follow_links=True):
+    """A binary stream of a regular file, refusing in one line a folder, pipe or device (a pipe is never waited on), a
+    file over `max_bytes`, and, with follow_links=False, a symbolic link. The checks are made on the open file, so a
+    file swapped between a check and the read cannot slip through."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -102,17 +103,21 @@ def read_regular(path, what="file", max_bytes=None, follow_links=True):
             raise InputError(f"{path}: is a symbolic link; expected the {what} itself (a regular file)") from None
         raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+    if not stat.S_ISREG(info.st_mode) or (max_bytes is not None and info.st_size > max_bytes):
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise InputError(f"{path}: is a folder; expected a {what}")
-        raise InputError(f"{path}: not a regular file (a pipe, socket or device); expected a {what}")
-    if max_bytes is not None and info.st_size > max_bytes:
-        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: not a regular file (a pipe, socket or device); expected a {what}")
         raise InputError(f"{path}: {info.st_size:,} bytes is more than a {what} can be ({max_bytes:,} at most)")
-    with open(fd, "rb") as stream:
+    return open(fd, "rb", buffering=0)
+
+
+def read_regular(path, what="file", max_bytes=None, follow_links=True):
+    """The bytes of a regular file (open_regular's checks), at most `max_bytes`."""
+    with open_regular(path, what, max_bytes, follow_links) as stream:
         try:
-            data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+            data = stream.readall() if max_bytes is None else stream.read(max_bytes + 1)
         except OSError as err:
             raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
     if max_bytes is not None and len(data) > max_bytes:
@@ -125,22 +130,11 @@ def read_bytes(path, what="file"):
 
 
 def file_digest(path, what="file", follow_links=False):
-    """(size, sha256 hex) of a regular file, read in chunks; a link (unless follow_links), folder, pipe or device is
-    refused in one line."""
+    """(size, sha256 hex) of a regular file (open_regular's checks; a link refused unless follow_links), read in chunks."""
     import hashlib
 
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError as err:
-        if err.errno == errno.ELOOP and not follow_links:
-            raise InputError(f"{path}: is a symbolic link; expected the {what} itself (a regular file)") from None
-        raise InputError(f"{path}: cannot read {what}: {err.strerror}") from None
     digest, size = hashlib.sha256(), 0
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InputError(f"{path}: not a regular file (a folder, pipe, socket or device); expected a {what}")
-    with open(fd, "rb", buffering=0) as stream:
+    with open_regular(path, what, follow_links=follow_links) as stream:
         try:
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
