@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 PERCENTILES = (90, 99)
-STAT_PAIR = re.compile(r"\b(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*([0-9.eE+-]+|nan|inf)")
+# A decimal number as the tools print it (0.43, 1.5e-05, 12); never a bare "e" or "." (found by fuzzing: "max =ercentile").
+DECIMAL = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+STAT_PAIR = re.compile(r"\b(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*(" + DECIMAL + r"|nan|inf)\b")
 
 
 def latency_stats(times_ms):

@@ -36,12 +36,12 @@ from pathlib import Path
 
 from gan_cli import HelpFormatter, InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
 from gan_io import LATENT_DIM, count_output_images, read_regular, write_bytes_atomic
-from gan_perf import card_chips, latency_stats, stats_lines
+from gan_perf import DECIMAL, card_chips, latency_stats, stats_lines
 from gan_records import MAX_RECORD_BYTES
 from gan_runs import Run, active_devices, atc_record, beside_run, check_input, list_inputs, parse_devices
 
-AVERAGE = re.compile(r"^Inference average time\s*:\s*([0-9.]+)\s*ms", re.M)
-PER_RUN = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)
+AVERAGE = re.compile(r"^Inference average time\s*:\s*(" + DECIMAL + r")\s*ms", re.M)
+PER_RUN = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)
 
 
 def get_args_parser():

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main
-from gan_perf import card_chips, latency_stats, parse_stats
+from gan_perf import DECIMAL, card_chips, latency_stats, parse_stats
 
 KNOWN_FORMATS = (
     "msame (folder or file mode)",
@@ -48,16 +48,16 @@ NUMBER = r"(\S+?)"
 
 MSAME_AVERAGE = re.compile(r"^(?:\[INFO\]\s*)?Inference average time(\s*):\s*" + NUMBER + r"\s*ms\s*$", re.M)
 MSAME_PER_RUN = re.compile(r"^Inference time:", re.M)
-AIS_THROUGHPUT = re.compile(r"throughput.*?:\s*([0-9.eE+-]+)\s*$", re.M)
-AIS_BATCH = re.compile(r"1000\*batchsize(?:\.mean)?\(([0-9.]+)\)")
+AIS_THROUGHPUT = re.compile(r"throughput.*?:\s*(" + DECIMAL + r")\s*$", re.M)
+AIS_BATCH = re.compile(r"1000\*batchsize(?:\.mean)?\((" + DECIMAL + r")\)")
 AIS_DEVICES = re.compile(r"device_(\d+) throughput:")
 TRT8_GPU = re.compile(r"GPU Compute Time: .*?mean = " + NUMBER + r" ms.*$", re.M)
 TRT7_HEADER = re.compile(r"\]\s+GPU Compute\s*$", re.M)
 TRT7_MEAN = re.compile(r"\]\s+mean:\s+" + NUMBER + r" ms\s*$", re.M)
-TRT7_MEDIAN = re.compile(r"\]\s+median:\s+([0-9.eE+-]+) ms\s*$", re.M)
-TRT7_PERCENTILE = re.compile(r"\]\s+percentile:\s+([0-9.eE+-]+) ms at ([0-9.]+)%\s*$", re.M)
+TRT7_MEDIAN = re.compile(r"\]\s+median:\s+(" + DECIMAL + r") ms\s*$", re.M)
+TRT7_PERCENTILE = re.compile(r"\]\s+percentile:\s+(" + DECIMAL + r") ms at (" + DECIMAL + r")%\s*$", re.M)
 BLOCK = re.compile(r"^\[INFO\] compute_time \(ms\): (.*)$", re.M)  # the runner's and a card run's pooled block
-PER_CALL = re.compile(r"^Inference time:\s*([0-9.eE+-]+)\s*ms", re.M)  # msame's own, unprefixed
+PER_CALL = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)  # msame's own, unprefixed
 TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
 MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
 RUNNER_BATCH = re.compile(r"batch size (\d+),.*?(\d+) worker\(s\)")

@@ -225,3 +225,15 @@ def test_table_shows_dashes_where_there_is_no_distribution(tmp_path):
         run_script("perf_calc.py", "--log", str(log), "--log", str(tmp_path / "r.log"), "--batch_size", "16", "--json").stdout
     )["logs"]
     assert (rows[0]["p50_ms"], rows[0]["p99_ms"], rows[1]["p99_ms"]) == (None, None, 1.296)
+
+
+def test_a_mangled_statistics_line_is_not_a_traceback(tmp_path):
+    """Found by the long fuzzing campaign: `max =ercentile(90%)` read "e" as a number."""
+    log = write(
+        tmp_path,
+        "GAN_bs64.log",
+        "[INFO] ONNX Runtime runner with msame's interface\n[INFO] model GAN.onnx, batch size 64, 1 input file(s), 1 worker(s)\n"
+        "Inference average time : 1.000000 ms\n[INFO] compute_time (ms): min = 0.98, max =ercentile(90%) = 1.01, percentile(99%) = 1.02\n",
+    )
+    row = throughput(log)
+    assert (row["latency_ms"], row["p99_ms"], row["p50_ms"]) == (1.0, 1.02, None), "the readable pairs are read, the mangled one is not"
