@@ -233,7 +233,7 @@ def _parse_ais_json(path, text):
     latency = _latency(path, str(mean))
     batch = None
     argv = summary.get("args")
-    argv_text = " ".join(argv) if isinstance(argv, list) else str(argv or "")
+    argv_text = " ".join(map(str, argv)) if isinstance(argv, list) else str(argv or "")
     match = re.search(r"--batchsize[= ](\d+)", argv_text)
     if match:
         batch = int(match.group(1))
@@ -246,11 +246,16 @@ def _parse_ais_json(path, text):
         "tool": "onnxruntime" if ours else "ais_bench",
         "latency_ms": latency,
         "batch_size": batch or _batch_from_names(argv_text),
-        "devices": summary.get("workers") if ours else None,
+        "devices": _count(summary.get("workers")) if ours else None,
         "p50_ms": _number(times.get("median")),
         "p99_ms": _number(times.get("percentile(99%)")),
         "distribution": "summary JSON",
     }
+
+
+def _count(value):
+    """A whole number >= 1 from a hand-edited or foreign file, or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def _number(value):

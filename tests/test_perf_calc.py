@@ -237,3 +237,11 @@ def test_a_mangled_statistics_line_is_not_a_traceback(tmp_path):
     )
     row = throughput(log)
     assert (row["latency_ms"], row["p99_ms"], row["p50_ms"]) == (1.0, 1.02, None), "the readable pairs are read, the mangled one is not"
+
+
+@pytest.mark.parametrize("field", ['"args": [0, "64"]', '"args": "--batchsize 8"', '"workers": "2", "tool": "onnxruntime"'])
+def test_a_summary_json_with_fields_of_other_types_is_not_a_traceback(tmp_path, field):
+    """Found by the second fuzzing campaign: argv items that were not strings."""
+    text = '{"NPU_compute_time": {"mean": 0.64}, "throughput": 100000.0, ' + field + "}"
+    row = throughput(write(tmp_path, "s.json", text), batch_size=64)
+    assert row["latency_ms"] == 0.64 and row["chips"] >= 1
