@@ -28,6 +28,7 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 
 import argparse
 import json
+import math
 import os
 import re
 import stat
@@ -199,11 +200,11 @@ def _parse_ais_text(path, text):
     batch = None
     match = AIS_BATCH.search(text)
     if match:
-        batch = round(float(match.group(1)))
+        batch = _whole(float(match.group(1)))
     else:
         throughput = AIS_THROUGHPUT.search(text)
         if throughput:  # 2022-06/07 wording carries no batch: recover it from its own formula
-            batch = round(float(throughput.group(1)) * latencies[0] / 1000)
+            batch = _whole(float(throughput.group(1)) * latencies[0] / 1000)
     result = {
         "tool": "ais_bench",
         "latency_ms": sum(latencies) / len(latencies),
@@ -238,9 +239,9 @@ def _parse_ais_json(path, text):
     if match:
         batch = int(match.group(1))
     elif isinstance(summary.get("batchsize"), (int, float)):
-        batch = round(summary["batchsize"])
+        batch = _whole(summary["batchsize"])
     elif isinstance(summary.get("throughput"), (int, float)):
-        batch = round(summary["throughput"] * latency / 1000)
+        batch = _whole(summary["throughput"] * latency / 1000)
     ours = str(summary.get("tool", "")).startswith("onnxruntime")  # this project's runner writes the same layout
     return {
         "tool": "onnxruntime" if ours else "ais_bench",
@@ -251,6 +252,11 @@ def _parse_ais_json(path, text):
         "p99_ms": _number(times.get("percentile(99%)")),
         "distribution": "summary JSON",
     }
+
+
+def _whole(value):
+    """A whole number >= 1 rounded from a float read from a log, or None (Inf, NaN, nothing)."""
+    return round(value) if math.isfinite(value) and 0.5 <= value < 2**53 else None
 
 
 def _count(value):
@@ -303,7 +309,14 @@ def throughput(path, batch_size=None, chips=None):
     if result["batch_size"] <= 0:
         raise InputError(f"{path}: batch size {result['batch_size']} is not positive")
     result["chips"], result["chips_rule"] = card_chips(result["tool"], result.pop("devices", None), result.pop("soc", None), chips)
-    result["fps"] = 1000.0 * result["batch_size"] * result["chips"] / result["latency_ms"]
+    try:
+        result["fps"] = 1000.0 * result["batch_size"] * result["chips"] / result["latency_ms"]
+    except OverflowError:
+        result["fps"] = math.inf
+    if not math.isfinite(result["fps"]):  # a latency of 1e-320 ms is positive, and no figure (found by fuzzing)
+        raise InputError(
+            f"{path}: latency {result['latency_ms']:g} ms at batch {result['batch_size']} gives no finite throughput: not a real log"
+        )
     return result
 
 

@@ -245,3 +245,16 @@ def test_a_summary_json_with_fields_of_other_types_is_not_a_traceback(tmp_path, 
     text = '{"NPU_compute_time": {"mean": 0.64}, "throughput": 100000.0, ' + field + "}"
     row = throughput(write(tmp_path, "s.json", text), batch_size=64)
     assert row["latency_ms"] == 0.64 and row["chips"] >= 1
+
+
+def test_a_log_whose_figures_give_no_finite_throughput_is_refused(tmp_path):
+    """Found by the 20,000-example campaign: a denormal latency gave Inf images/s."""
+    text = AIS_BENCH.replace("mean = 0.64", "mean = 1e-320")
+    result = run_script("perf_calc.py", "--log", str(write(tmp_path, "ais.log", text)), check=False)
+    assert result.returncode == 1 and assert_clean_error(result, "ais.log", "gives no finite throughput")
+
+
+@pytest.mark.parametrize("batch", ["1e400", "nan"])
+def test_an_unreadable_batch_in_the_throughput_line_falls_back_to_the_model_name(tmp_path, batch):
+    text = AIS_BENCH.replace("batchsize.mean(64)", f"batchsize.mean({batch})")
+    assert throughput(write(tmp_path, "ais.log", text))["batch_size"] == 64, "GAN_bs64.om, named in the log"
