@@ -262,7 +262,10 @@ def test_thread_count_is_measured_or_fixed(onnx_model, testdata, tmp_path):
     if (os.cpu_count() or 1) > 1:
         timings = dict((int(t), float(ms)) for t, ms in re.findall(r"(\d+): ([0-9.]+) ms", line))
         chosen = int(line.split()[0])
-        assert "chosen by measurement" in line and chosen == min(timings, key=timings.get)
+        if "chosen by measurement" in line:
+            assert chosen == min(timings, key=timings.get)
+        else:  # a loaded machine (the suite runs in parallel): the stated default, every core of the worker
+            assert "did not separate beyond their noise" in line and chosen == max(timings)
     fixed = run_script(
         "msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "b"), "--threads", "1"
     )
