@@ -297,6 +297,17 @@ def pipeline(checkpoint, workdir, *extra):
     )
 
 
+def loading_torch(pids):
+    """Whether one of `pids` has started to load torch (its first lines, the signal handlers, have run)."""
+    for pid in pids:
+        try:
+            if "torch" in Path(f"/proc/{pid}/maps").read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def processes_with(marker):
     found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     return [pid for pid in found if int(pid) != os.getpid()]
@@ -307,9 +318,8 @@ def test_a_signal_to_run_pipeline_reaches_its_step(checkpoint, tmp_path, signum)
     workdir = tmp_path / f"work_{signum}"
     process = pipeline(checkpoint, workdir)
     deadline = time.time() + 60
-    while not processes_with(f"GAN_pth2onnx.py.*{workdir}") and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    while not loading_torch(processes_with(f"GAN_pth2onnx.py.*{workdir}")) and time.time() < deadline:
+        time.sleep(0.02)  # the export step has started (its handlers are in place): it is loading torch
     process.send_signal(signum)  # to the script's PID only, as `kill PID` does
     stdout, stderr = process.communicate(timeout=60)
     name = signal.Signals(signum).name
