@@ -36,7 +36,7 @@ import torch
 
 from gan_cli import HelpFormatter, batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
 from gan_io import latent_batch, write_bytes_atomic
-from gan_perf import cpu_features, cpu_name, describe_cpu
+from gan_perf import cpu_features, describe_cpu
 from models import load_generator
 from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
 from perf_calc import throughput
@@ -209,7 +209,7 @@ def main(args):
     fps = {(r["engine"], r["batch_size"]): r["fps"] for r in rows}
     ratios = {b: {e: fps[(e, b)] / fps[("pytorch_eager", b)] for e in engines if e != "pytorch_eager"} for b in batches}
     machine = {
-        "cpu": cpu_name(),
+        "cpu": cpu_features()["model"],
         "isa": cpu_features()["isa"],
         "cores": os.cpu_count(),
         "torch_threads": threads,

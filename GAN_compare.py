@@ -118,6 +118,31 @@ def cosine_of(dot, norm2_a, norm2_b):
     return 1.0 if norm2_a == norm2_b else 0.0
 
 
+class Agreement:
+    """Max abs error, mean abs error and cosine of one side against the other, accumulated batch by batch in float64
+    (elementwise sums, not BLAS dot products: a BLAS thread pool costs more than it saves at this size). The one
+    computation of these figures: GAN_compare, the export's check (GAN_pth2onnx.py) and GAN_int8_schemes.py."""
+
+    def __init__(self):
+        self.max_abs, self.abs_sum, self.count, self.dot, self.norm_a, self.norm_b = 0.0, 0.0, 0, 0.0, 0.0, 0.0
+
+    def add(self, a, b):
+        """Add one batch (float64 arrays of the same size); its own figures."""
+        diff = np.abs(a - b)
+        dot, norm_a, norm_b = float((a * b).sum()), float((a * a).sum()), float((b * b).sum())
+        batch = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()), "cosine": cosine_of(dot, norm_a, norm_b)}
+        self.max_abs, self.abs_sum, self.count = (
+            max(self.max_abs, batch["max_abs"]),
+            self.abs_sum + float(diff.sum()),
+            self.count + diff.size,
+        )
+        self.dot, self.norm_a, self.norm_b = self.dot + dot, self.norm_a + norm_a, self.norm_b + norm_b
+        return batch
+
+    def overall(self):
+        return {"max_abs": self.max_abs, "mean_abs": self.abs_sum / self.count, "cosine": cosine_of(self.dot, self.norm_a, self.norm_b)}
+
+
 def save_diff_picture(online, offline, path):
     """reference | offline | |difference| magnified so that its largest value is white, 8 pixels apart; returns the factor."""
     from PIL import Image
@@ -147,7 +172,7 @@ def main(args):
     run_dir = run.path
     print(f"reference: {reference_note}")
     print(f"reading {run.note}")
-    worst, abs_sum, count, dot, norm_on, norm_off = 0.0, 0.0, 0, 0.0, 0.0, 0.0
+    agreement = Agreement()
     picture_note, picture, batches = "", None, []
     if not args.quiet:
         print(f"{'batch':>6} {'images':>6} {'max_abs':>10} {'mean_abs':>10} {'cosine':>10}")
@@ -156,23 +181,12 @@ def main(args):
         offline = read_output(offline_file).astype(np.float64).ravel()
         if online.size != offline.size:
             raise InputError(f"{offline_file}: {offline.size // IMG_SIZE} images, but {online_file} has {online.size // IMG_SIZE}")
-        diff = np.abs(online - offline)
-        # elementwise sums, not BLAS dot products: a BLAS thread pool costs more than it saves at this size
-        b_dot, b_on, b_off = float((online * offline).sum()), float((online * online).sum()), float((offline * offline).sum())
-        b_max = float(diff.max())
-        batches.append(
-            {
-                "batch": i,
-                "images": online.size // IMG_SIZE,
-                "max_abs": b_max,
-                "mean_abs": float(diff.mean()),
-                "cosine": cosine_of(b_dot, b_on, b_off),
-            }
-        )
+        figures = agreement.add(online, offline)
+        batches.append({"batch": i, "images": online.size // IMG_SIZE, **figures})
         if not args.quiet:
-            print(f"{i:>6} {online.size // IMG_SIZE:>6} {b_max:>10.3e} {diff.mean():>10.3e} {cosine_of(b_dot, b_on, b_off):>10.7f}")
-        worst, abs_sum, count = max(worst, b_max), abs_sum + float(diff.sum()), count + diff.size
-        dot, norm_on, norm_off = dot + b_dot, norm_on + b_on, norm_off + b_off
+            print(
+                f"{i:>6} {online.size // IMG_SIZE:>6} {figures['max_abs']:>10.3e} {figures['mean_abs']:>10.3e} {figures['cosine']:>10.7f}"
+            )
         if n == 0 and args.diff_image:
             factor = save_diff_picture(online.reshape(-1, 1, 28, 28), offline.reshape(-1, 1, 28, 28), args.diff_image)
             picture_note = f"; batch {i} pictured in {args.diff_image} (difference magnified x{factor:.3g})"
@@ -184,8 +198,8 @@ def main(args):
                 "sha256": file_digest(args.diff_image, "picture")[1],
                 "batch": i,
             }
-    cosine = cosine_of(dot, norm_on, norm_off)
-    mean_abs = abs_sum / count
+    overall = agreement.overall()
+    worst, mean_abs, cosine, count = overall["max_abs"], overall["mean_abs"], overall["cosine"], agreement.count
     print(
         f"overall: {len(pairs)} batches, {count // IMG_SIZE} images: max_abs {worst:.3e}, mean_abs {mean_abs:.3e}, "
         f"cosine {cosine:.7f} ({run_dir} vs {args.online_path}, {time.perf_counter() - started:.1f} s)"

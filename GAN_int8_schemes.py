@@ -142,10 +142,11 @@ def emulated_outputs(models, folder, cpu):
 
 
 def precision(outputs, expected):
-    diff = np.abs(outputs.astype(np.float64) - expected)
-    got = outputs.astype(np.float64).ravel()
-    cosine = float(got @ expected.ravel() / np.linalg.norm(got) / np.linalg.norm(expected))
-    return float(diff.max()), float(diff.mean()), cosine
+    """(max abs, mean abs, cosine) of a scheme's outputs against PyTorch, computed as GAN_compare.py computes them."""
+    from GAN_compare import Agreement
+
+    figures = Agreement().add(expected.ravel(), outputs.astype(np.float64).ravel())
+    return figures["max_abs"], figures["mean_abs"], figures["cosine"]
 
 
 def speeds(models, rounds):

@@ -226,25 +226,18 @@ WORKLOAD_BATCHES, WORKLOAD_BATCH_SIZE, WORKLOAD_SEED = 100, 64, 0
 
 def check_on_workload(generator, variant_bytes, preset):
     """{images, max_abs, mean_abs, cosine, preset, verdict, cpu} of a variant against PyTorch over the guide's workload."""
-    from GAN_compare import TOLERANCES, judge
+    from GAN_compare import TOLERANCES, Agreement, judge
 
-    session = onnx_session(variant_bytes)
-    worst, abs_sum, dot, norm_ref, norm_got, count = 0.0, 0.0, 0.0, 0.0, 0.0, 0
+    session, agreement = onnx_session(variant_bytes), Agreement()
     for i in range(WORKLOAD_BATCHES):
         z = latent_batch(WORKLOAD_SEED, i, WORKLOAD_BATCH_SIZE)
         with torch.inference_mode():
             expected = generator(torch.from_numpy(z)).numpy().astype(np.float64).ravel()
-        got = session.run(["generateimg"], {"Z": z})[0].astype(np.float64).ravel()
-        diff = np.abs(expected - got)
-        worst, abs_sum, count = max(worst, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
-        dot, norm_ref, norm_got = (
-            dot + float((expected * got).sum()),
-            norm_ref + float((expected**2).sum()),
-            norm_got + float((got**2).sum()),
-        )
-    cosine = dot / float(np.sqrt(norm_ref * norm_got)) if norm_ref and norm_got else 0.0
-    figures = {"images": WORKLOAD_BATCHES * WORKLOAD_BATCH_SIZE, "max_abs": worst, "mean_abs": abs_sum / count, "cosine": cosine}
-    passed = judge(figures["max_abs"], figures["mean_abs"], cosine, TOLERANCES[preset]) and all(map(np.isfinite, figures.values()))
+        agreement.add(expected, session.run(["generateimg"], {"Z": z})[0].astype(np.float64).ravel())
+    figures = {"images": WORKLOAD_BATCHES * WORKLOAD_BATCH_SIZE, **agreement.overall()}
+    passed = judge(figures["max_abs"], figures["mean_abs"], figures["cosine"], TOLERANCES[preset]) and all(
+        map(np.isfinite, figures.values())
+    )
     return dict(figures, preset=preset, verdict="PASS" if passed else "FAIL", cpu=describe_cpu())
 
 

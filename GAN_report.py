@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from gan_cli import HelpFormatter, InputError, check_output_file, run_main
 from gan_io import file_digest, read_regular, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, cpu_features, describe_cpu
+from gan_perf import REFERENCE_SERIES, describe_cpu
 from gan_records import read_step, read_steps, read_summary
 from gan_runs import beside_run, open_run
 
@@ -169,7 +169,7 @@ def section_environment(workdir, testdata, export, summary):
     inputs = sorted(vectors.glob("*.bin"), key=lambda p: (len(p.name), p.name)) if vectors.is_dir() else []
     cpu = (summary or {}).get("cpu")
     rows = [
-        ["CPU (offline step)" if cpu else "CPU (this report)", describe_cpu(cpu or cpu_features())],
+        ["CPU (offline step)" if cpu else "CPU (this report)", describe_cpu(cpu)],
         ["OS", platform.platform()],
         ["Python", platform.python_version()],
         *[[name, version] for name, version in versions().items()],

@@ -25,7 +25,7 @@ import torch
 from gan_cli import (
     HelpFormatter,
     InputError,
-    available_memory,
+    check_memory,
     check_output_file,
     ensure_dir,
     non_negative_int,
@@ -59,12 +59,11 @@ VALUES_PER_IMAGE_AT_PEAK = LATENT_DIM + 2 * 1024 + 3 * IMG_SIZE
 
 
 def main(args):
-    need, free = args.batch_size * VALUES_PER_IMAGE_AT_PEAK * 4, available_memory()
-    if free is not None and need > free:
-        raise InputError(
-            f"--batch_size {args.batch_size}: one batch needs about {need / 2**30:.1f} GiB of memory, "
-            f"{free / 2**30:.1f} GiB is available: use smaller batches (and more --iters)"
-        )
+    check_memory(
+        args.batch_size * VALUES_PER_IMAGE_AT_PEAK * 4,
+        f"--batch_size {args.batch_size}: one batch",
+        "use smaller batches (and more --iters)",
+    )
     if args.save_json:
         check_output_file(args.save_json, "--save_json")
     refuse_overlap(

@@ -8,6 +8,7 @@ The ONNX Runtime runner prints, after msame's own lines, an ais_bench-style bloc
 Percentiles are numpy's (linear interpolation between samples), as ais_bench computes them. Needs numpy only.
 """
 
+import functools
 import os
 import platform
 import re
@@ -52,11 +53,10 @@ def parse_stats(line):
 ISA_FLAGS = (("AVX2", "avx2"), ("AVX-512F", "avx512f"), ("AVX512-VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AMX", "amx_int8"))
 
 
+@functools.cache
 def cpu_features(cpuinfo="/proc/cpuinfo"):
     """{model, isa, cores} of this machine: the processor's name, which of AVX2, AVX-512F, AVX512-VNNI, AVX-VNNI and
     AMX (int8 tiles) it has, and the cores this process may use. Read once per process."""
-    if cpuinfo in _cpu_cache:
-        return _cpu_cache[cpuinfo]
     model, flags = None, set()
     try:
         for line in Path(cpuinfo).read_text(errors="replace").splitlines():
@@ -73,22 +73,13 @@ def cpu_features(cpuinfo="/proc/cpuinfo"):
         "isa": [name for name, flag in ISA_FLAGS if flag in flags],
         "cores": cores,
     }
-    _cpu_cache[cpuinfo] = found
     return found
-
-
-_cpu_cache = {}
 
 
 def describe_cpu(cpu=None):
     """`<model> (AVX2, AVX-512F, ...), N cores`: the words that go beside every figure."""
     cpu = cpu or cpu_features()
     return f"{cpu['model']} ({', '.join(cpu['isa']) or 'no AVX2'}), {cpu['cores']} cores"
-
-
-def cpu_name():
-    """The processor's model name, for the tables that say which machine gave a figure."""
-    return cpu_features()["model"]
 
 
 # ---------------------------------------------------------------------------------------------------------
