@@ -25,6 +25,7 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import os
@@ -111,11 +112,10 @@ def versions():
 
 def picture(workdir, relative, caption, sha256=None):
     """("pictures", [(caption, relative path, bytes, kind)]) for a picture that may be shown, else a "refused" block."""
-    root = os.path.realpath(workdir)
-    path = os.path.normpath(os.path.join(root, relative))
     shown = Code(relative)
-    if os.path.commonpath([path, root]) != root:
+    if relative_inside(workdir, relative) is None:
         return ("refused", ["picture ", shown, " lies outside the workdir: not embedded"])
+    path = os.path.normpath(os.path.join(os.path.realpath(workdir), relative))
     if os.path.realpath(path) != path:
         return ("refused", ["picture ", shown, " is reached through a symbolic link: not embedded"])
     kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower())
@@ -133,7 +133,7 @@ def picture(workdir, relative, caption, sha256=None):
         decoded = None
     if kind is None or decoded != kind:
         return ("refused", ["picture ", shown, f" does not decode as the {kind or 'picture'} its name claims: not embedded"])
-    if sha256 is not None and file_digest(path, "picture")[1] != sha256:
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:  # the bytes just checked, not a second read
         return ("refused", ["picture ", shown, " is not the one its step drew (sha256 differs: replaced since): not shown"])
     return ("pictures", [(caption, relative, data, kind)])
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from gan_cli import InputError
-from gan_io import read_regular
+from gan_io import read_regular, write_bytes_atomic
 
 # A summary holds every per-call time (a million calls: about 20 MB); nothing this project writes is larger.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -181,8 +181,6 @@ def read_json(path, spec, what):
 
 def write_json(path, value, spec):
     """Write a record atomically after checking it against the shape its reader will check (a writer's bug raises)."""
-    from gan_io import write_bytes_atomic
-
     check_shape(value, spec)  # a mismatch here is this project's bug: let it raise
     write_bytes_atomic(path, (json.dumps(value, indent=1) + "\n").encode())
 

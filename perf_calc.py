@@ -338,9 +338,9 @@ def main(args):
         elif baselines:
             row["verdict"] = f"no baseline at batch {row['batch_size']}"
     if args.save_json:
-        from gan_records import STEP_RECORDS, write_json
+        from gan_records import save_step
 
-        write_json(args.save_json, {"logs": rows, "baselines": list(baselines.values())}, STEP_RECORDS["perf.json"])
+        save_step(args.save_json, "perf", {"logs": rows, "baselines": list(baselines.values())})
     if args.json:
         print(json.dumps({"logs": rows, "baselines": list(baselines.values())}, indent=2))
         return 0

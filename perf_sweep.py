@@ -44,7 +44,7 @@ from gan_cli import (
 )
 from gan_io import LATENT_DIM, atomic_path, file_digest, latent_batch, write_bin, write_bytes_atomic
 from gan_perf import REFERENCE_SERIES, cpu_features, describe_cpu
-from gan_records import STEP_RECORDS, write_json
+from gan_records import save_step
 from gan_runs import atc_record, parse_devices
 from perf_calc import throughput
 
@@ -93,13 +93,13 @@ def model_for(args, batch):
     return Path(args.model), []
 
 
-def hardware(args):
+def hardware(args, batch):
     """What ran, in words, for the table and the plot (the CPU with the instruction sets that decide its speed)."""
     if args.model.endswith(".onnx"):
         import onnxruntime
 
         return f"{describe_cpu()}, ONNX Runtime {onnxruntime.__version__}"
-    return f"{soc(model_for(args, 1)[0]) or 'Ascend (chip not recorded)'}, {args.tool}"
+    return f"{soc(model_for(args, batch)[0]) or 'Ascend (chip not recorded)'}, {args.tool}"
 
 
 def soc(model):
@@ -133,9 +133,7 @@ def check_models(args, batches):
 
 def run_batch(args, batch, work, logs):
     """One batch size: write its inputs, run the offline step, read its log. The sweep.json row."""
-    model, extra = model_for(args, batch)
-    if not model.is_file():
-        raise InputError(f"{model}: no such model for batch {batch}")
+    model, extra = model_for(args, batch)  # present: check_models() looked before any work
     count = max(1, round(args.images / batch))
     inputs = ensure_dir(work / f"inputs_bs{batch}", "input folder")
     for i in range(count):
@@ -264,7 +262,7 @@ def main(args):
     if work.exists():
         raise InputError(f"{work}: left by an earlier sweep: remove it, or pass another --output")
     started = time.perf_counter()
-    device = hardware(args)
+    device = hardware(args, batches[0])
     rows = []
     try:
         for batch in progress(batches, args.quiet, desc="sweep", unit="batch size"):
@@ -291,7 +289,7 @@ def main(args):
     write_bytes_atomic(output / "sweep.md", table.encode())
     plot(rows, best, device, output / "sweep.png")
     result["plot"] = {"path": "sweep.png", "sha256": file_digest(output / "sweep.png", "plot")[1]}
-    write_json(output / "sweep.json", result, STEP_RECORDS["sweep.json"])
+    save_step(output / "sweep.json", "sweep", result)
     print(table, end="")
     print(
         f"best batch: {best['batch_size']} ({best['images_per_s_per_card']:,.0f} images/s per card); wrote "
