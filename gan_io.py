@@ -129,6 +129,38 @@ def read_bytes(path, what="file"):
     return read_regular(path, what)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Text: one decoder for every text file this project reads (logs, records, TXT outputs, steps.tsv).
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def decode_text(data, path, what="text file"):
+    """The text of `data` as every reader here sees it: UTF-8, a leading BOM dropped, CRLF and lone CR read as LF.
+
+    Refused in one line: UTF-16 or UTF-32 (a BOM or NUL bytes: PowerShell's `>` writes UTF-16), any NUL byte, and
+    bytes that are not UTF-8. So a log saved on Windows reads exactly as the same log saved on Linux."""
+    if data.startswith(_UTF16_BOMS) or (b"\x00" in data[:4096] and data[:4096].count(b"\x00") * 4 >= len(data[:4096])):
+        raise InputError(f"{path}: a {what} in UTF-16 or UTF-32; expected UTF-8 text (convert it, e.g. iconv -f UTF-16 -t UTF-8)")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InputError(f"{path}: a NUL byte at offset {nul:,}: not a {what} (binary data or a damaged file)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: bytes that are not UTF-8 at offset {err.start:,}: not a {what} (expected UTF-8 text)") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def read_text(path, what="text file", max_bytes=None, follow_links=True):
+    """A regular file's text through decode_text (open_regular's checks first)."""
+    return decode_text(read_regular(path, what, max_bytes, follow_links), path, what)
+
+
 def file_digest(path, what="file", follow_links=False):
     """(size, sha256 hex) of a regular file (open_regular's checks; a link refused unless follow_links), read in chunks."""
     import hashlib
@@ -228,13 +260,13 @@ def parse_txt(path, expected_count=None):
 
 
 def _parse_tokens(path):
-    tokens = read_regular(path, "model output").split()
+    tokens = read_text(path, "model output").split()
     try:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, which check_finite() refuses by name
             return np.array(tokens, dtype=np.float32)
     except ValueError:
         bad = next(t for t in tokens if not _is_number(t))
-        raise InputError(f"{path}: expected numbers, found {bad[:20].decode(errors='replace')!r}") from None
+        raise InputError(f"{path}: expected numbers, found {bad[:20]!r}") from None
 
 
 def _is_number(token):
@@ -283,7 +315,7 @@ def count_output_images(path, image_size=IMG_SIZE):
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        values = len(read_bytes(path, "model output").split())
+        values = len(read_text(path, "model output").split())
     elif suffix == ".npy":
         values = read_npy(path).size
     else:

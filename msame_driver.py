@@ -13,8 +13,9 @@ output root, where the run folder the tool made is found by comparing the listin
 manifest (status "running") are made first; only when every device succeeded are the outputs moved into
 it and the manifest marked complete (gan_runs.py). Otherwise the run is marked failed and everything stays
 in <output>/.<run>.staging/. The tools die with the driver (SIGTERM or SIGKILL), leaving the run
-incomplete. The combined log (each device's lines with a [device N] prefix, then a card summary that
-perf_calc.py reads) is printed and kept as <output>/.<run>.log.
+incomplete. The combined log (each device's lines with a [device N] prefix, its average lines renamed "device average
+time", then a card summary with msame's average line, once, that perf_calc.py and upstream's grep read) is
+printed and kept as <output>/.<run>.log.
 """
 
 from gan_cli import exit_on_signal_until_ready
@@ -42,6 +43,7 @@ from gan_runs import Run, active_devices, atc_record, beside_run, check_input, l
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*(" + DECIMAL + r")\s*ms", re.M)
 PER_RUN = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)
+DEVICE_AVERAGE = re.compile(r"^(\[INFO\]\s*)?Inference average time")
 
 
 def get_args_parser():
@@ -150,6 +152,12 @@ def judge(tool, returncode, log, run_folders, stems, outfmt, rows):
         )
         problems.append(f"{len(wrong)} outputs with the wrong number of images ({name}: {images:g} images for {expected} input rows){hint}")
     return problems, found
+
+
+def renamed_average(line):
+    """A device's own average line in other words ("device average time"): the combined log holds msame's average line
+    once, the card summary's, so that upstream's `grep "Inference average time : "` finds one figure, perf_calc's."""
+    return DEVICE_AVERAGE.sub(r"\1device average time", line)
 
 
 def card_summary(tool, logs, staging, batch):
@@ -314,7 +322,7 @@ def main(args):
         chip = f"chip {record['soc_version']}, from {record_path.name}" if record else "chip not recorded (no atc_convert.sh record)"
         combined = [f"[INFO] {args.tool} on {model.name} ({chip}), {len(files)} input file(s), devices {','.join(map(str, devices))}"]
         for device in devices:
-            combined += [f"[device {device}] {line}" for line in logs[device].splitlines()]
+            combined += [f"[device {device}] {renamed_average(line)}" for line in logs[device].splitlines()]
         combined += card_summary(args.tool, logs, staging, sum(rows) / len(rows))
         chips, rule = card_chips(args.tool, len(devices), record["soc_version"] if record else None)
         combined.append(f"[INFO] chips per card: {chips} ({rule})")

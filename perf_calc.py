@@ -29,13 +29,12 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 import argparse
 import json
 import math
-import os
 import re
-import stat
 import sys
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main, short_list
+from gan_io import read_text
 from gan_perf import DECIMAL, card_chips, latency_stats, parse_stats
 
 KNOWN_FORMATS = (
@@ -62,6 +61,10 @@ PER_CALL = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)  # ms
 TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
 MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
 RUNNER_BATCH = re.compile(r"batch size (\d+),.*?(\d+) worker\(s\)")
+RUNNER_BATCH_LINE = re.compile(r"^\[INFO\] model .*, batch size .*worker\(s\)$", re.M)
+THROUGHPUT_FORMULA = re.compile(
+    r"throughput 1000\*batchsize(?:\.mean)?\((" + DECIMAL + r")\)/\w+\.mean\((" + DECIMAL + r")\): (" + DECIMAL + r")\s*$", re.M
+)
 CARD_DEVICES = re.compile(r"card summary: (\d+) devices")  # run_msame.sh's card runs (msame_driver.py, the runner)
 
 
@@ -95,21 +98,9 @@ MAX_LOG_BYTES = 64 * 1024 * 1024
 
 
 def read_log(path):
-    """A log's text; only a regular file of at most MAX_LOG_BYTES (not a device such as /dev/urandom, nor a pipe)."""
-    path = Path(path)
-    try:
-        info = os.stat(path)
-    except OSError as err:
-        raise InputError(f"{path}: cannot read log: {err.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{path}: not a regular file (a folder, device or pipe); expected a tool's log file")
-    if info.st_size > MAX_LOG_BYTES:
-        raise InputError(f"{path}: {info.st_size:,} bytes is larger than any tool's log ({MAX_LOG_BYTES:,} at most)")
-    try:
-        with open(path, "rb") as log:
-            return log.read(MAX_LOG_BYTES + 1).decode(errors="replace")
-    except OSError as err:
-        raise InputError(f"{path}: cannot read log: {err.strerror}") from None
+    """A log's text: a regular file of at most MAX_LOG_BYTES (not a device such as /dev/urandom, nor a pipe), through the
+    one text decoder (UTF-8; a BOM, CRLF or CR line ends read as on Linux; UTF-16 and NUL bytes refused)."""
+    return read_text(path, "tool's log", MAX_LOG_BYTES)
 
 
 # What a log must hold, at the start of a line, to be read as that tool's (a README quoting the words is not a log).
@@ -119,18 +110,24 @@ SIGNATURES = (
     ("trtexec", re.compile(r"^\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\] \[I\] ", re.M)),
     ("msame", re.compile(r"^(?:\[device \d+\] )?(?:\[INFO\] )?Inference (?:average )?time\s*:", re.M)),
 )
+# The tools whose lines one run's log may hold together: the runner prints msame's lines; nothing else mixes.
+ONE_RUN_TOOLS = ({"onnxruntime", "msame"}, {"msame"}, {"ais_bench"}, {"trtexec"})
 CHIP = re.compile(r"\(chip (Ascend\w+), from ")  # the driver's first line names the chip of its atc record
 
 
 def parse_log(path):
     """{tool, latency_ms, batch_size or None, devices or None, soc or None, ...} of one log, recognizing its format
-    by lines only that tool prints."""
+    by lines only that tool prints, after checking that the log holds one run of one tool (check_one_run)."""
     text = read_log(path)
     if text.lstrip().startswith("{"):
         return _parse_ais_json(path, text)
-    tool = next((name for name, signature in SIGNATURES if signature.search(text)), None)
-    if tool is None:
+    found = [name for name, signature in SIGNATURES if signature.search(text)]
+    if not found:
         raise InputError(f"{path}: not a log of a known tool (no timing line of one); known formats: {'; '.join(KNOWN_FORMATS)}")
+    if set(found) not in ONE_RUN_TOOLS:
+        raise InputError(f"{path}: holds lines of {' and '.join(found)}: the logs of two tools in one file; pass each run's own log")
+    tool = found[0]
+    check_one_run(path, text, tool)
     if tool == "ais_bench":
         result = _parse_ais_text(path, text)
     elif tool == "trtexec":
@@ -145,6 +142,94 @@ def parse_log(path):
     chip = CHIP.search(text)
     result["soc"] = chip.group(1) if chip else None
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One run per log: `tee -a` onto an old log, two logs pasted together or a line added by hand must not give a figure
+# made of two runs. Each tool's once-per-run lines are counted (per device where a card run prefixes them), and the
+# figures a log repeats are checked against each other.
+
+ONCE_PER_RUN = {
+    "onnxruntime": {
+        "the runner's start line": re.compile(r"^\[INFO\] ONNX Runtime runner with msame's interface$", re.M),
+        "the runner's model line": RUNNER_BATCH_LINE,
+        "the compute_time block": re.compile(r"^\[INFO\] compute_time \(ms\): ", re.M),
+    },
+    "msame": {},
+    "ais_bench": {
+        "the performance summary": re.compile(r"^(?P<device>\[device \d+\] )?\[INFO\] -+Performance Summary-+", re.M),
+        "the NPU_compute_time line": re.compile(r"^(?P<device>\[device \d+\] )?\[INFO\] NPU_compute_time \(ms\):", re.M),
+    },
+    "trtexec": {
+        "the performance summary": re.compile(r"=== Performance summary ===\s*$", re.M),
+        "the GPU Compute Time line": re.compile(r"\] GPU Compute Time: ", re.M),  # not "Total GPU Compute Time: S s"
+        "the GPU Compute block": TRT7_HEADER,
+    },
+}
+AVERAGE_ONCE = re.compile(r"^(?P<device>\[device \d+\] )?(?:\[INFO\]\s*)?Inference average time\s*:", re.M)
+SUCCESS_ONCE = re.compile(r"^(?P<device>\[device \d+\] )?\[INFO\] (?:pid: \d+ )?Execute sample success", re.M)
+
+
+def check_one_run(path, text, tool):
+    """Refuse, in one line that says so, a log holding more than one run: a once-per-run line twice (per device), model
+    names or shapes of two batch sizes, or a figure that contradicts the rest of the log."""
+    patterns = dict(ONCE_PER_RUN[tool])
+    if tool in ("onnxruntime", "msame"):
+        patterns.update({"msame's 'Inference average time' line": AVERAGE_ONCE, "msame's success line": SUCCESS_ONCE})
+    for what, pattern in patterns.items():
+        seen = [m.group("device") if "device" in pattern.groupindex else None for m in pattern.finditer(text)]
+        repeated = sorted({k for k in seen if seen.count(k) > 1}, key=str)
+        if repeated:
+            where = f" of {repeated[0].strip()}" if repeated[0] else ""
+            raise InputError(
+                f"{path}: {what}{where} appears {seen.count(repeated[0])} times: the log holds more than one run "
+                f"(appended with tee -a or pasted together); pass one run's log"
+            )
+    batches = sorted({int(b) for b in MODEL_BATCH.findall(text)} | {int(b) for b in TRT_SHAPES.findall(text)})
+    if len(batches) > 1:
+        raise InputError(f"{path}: names models or shapes of batch sizes {short_list(batches)}: the log holds more than one run")
+    _check_figures(path, text, tool)
+
+
+def _check_figures(path, text, tool):
+    """The figures a log states twice agree: the average line with the per-call lines (msame) or with the
+    compute_time block (the runner), and each throughput line with 1000 x batch / mean."""
+    average = MSAME_AVERAGE.search(text)
+    if tool == "onnxruntime" and average and BLOCK.search(text):
+        mean = parse_stats(BLOCK.search(text).group(1)).get("mean")
+        stated = _float(average.group(2))
+        if mean is not None and stated is not None and not math.isclose(mean, stated, rel_tol=1e-5, abs_tol=2e-6):
+            raise InputError(
+                f"{path}: 'Inference average time' {stated:g} ms but the compute_time block's mean is {mean:g} ms: the lines of "
+                f"two runs; pass one run's log"
+            )
+    if tool == "msame" and average:
+        calls = [float(v) for v in PER_CALL.findall(text)]
+        stated = _float(average.group(2))
+        decimals = len(average.group(2).partition(".")[2])
+        if len(calls) >= 2 and stated is not None:
+            mean = sum(calls) / len(calls)
+            allowed = 0.5 * 10.0**-decimals + 1e-5 * mean  # the average's own rounding, and 6 significant digits per call
+            if abs(mean - stated) > allowed:
+                raise InputError(
+                    f"{path}: 'Inference average time' {stated:g} ms but its {len(calls)} 'Inference time' lines average "
+                    f"{mean:.6g} ms: the lines of two runs, or an edited log; pass one run's log"
+                )
+    for batch, mean, stated in THROUGHPUT_FORMULA.findall(text):
+        batch, mean, stated = _float(batch), _float(mean), _float(stated)
+        if batch and mean and stated is not None and not math.isclose(1000 * batch / mean, stated, rel_tol=1e-3):
+            raise InputError(
+                f"{path}: throughput {stated:g} is not 1000 x {batch:g} / {mean:g} as its own line says: an edited log; "
+                f"pass the tool's log as it wrote it"
+            )
+
+
+def _float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _batch_from_names(text):

@@ -29,6 +29,7 @@ TRT85 = """&&&& RUNNING TensorRT.trtexec [TensorRT v8501] # trtexec --onnx=GAN.o
 [03/02/2023-10:00:01] [I] GPU Compute Time: min = 0.07 ms, max = 0.4 ms, mean = 0.08 ms, median = 0.079 ms, percentile(90%) = 0.09 ms, percentile(95%) = 0.095 ms, percentile(99%) = 0.12 ms
 [03/02/2023-10:00:01] [I] D2H Latency: min = 0.02 ms, max = 0.08 ms, mean = 0.0297 ms, median = 0.03 ms, percentile(90%) = 0.03 ms, percentile(95%) = 0.03 ms, percentile(99%) = 0.04 ms
 [03/02/2023-10:00:01] [I] Total Host Walltime: 3.00011 s
+[03/02/2023-10:00:01] [I] Total GPU Compute Time: 2.9 s
 """
 AIS_BENCH = """[INFO] load model GAN_bs64.om success
 [INFO] -----------------Performance Summary------------------
