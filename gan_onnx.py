@@ -10,7 +10,6 @@ runs. Needs numpy and onnxruntime (no onnx, no torch).
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from gan_cli import InputError
 from gan_io import one_line_reason, read_bytes
@@ -94,14 +93,20 @@ class ModelFile:
 
 
 def read_model(path, what="ONNX model"):
-    """A model file as ModelFile, refusing external data that would come from outside the model's own folder."""
-    content = read_bytes(path, what)
-    folder = os.path.realpath(Path(path).parent)
+    """A model file as ModelFile, refusing external data that would come from outside the model's own folder.
+
+    The path is resolved once, first: a model reached through a link is read, with its external data, from the
+    folder it really lies in (a `weights.data` beside the link is not its data)."""
+    real = os.path.realpath(path)
+    content = read_bytes(real, what)
+    folder = os.path.dirname(real)
     try:
         locations = external_data_locations(content)
     except (ValueError, KeyError):
         raise InputError(f"{path}: not a loadable {what} (not an ONNX protobuf)") from None
     for location in locations:
+        if "\x00" in location:
+            raise InputError(f"{path}: its external data location {location!r} holds a NUL byte: not a file name; the model is damaged")
         target = os.path.realpath(os.path.join(folder, location))
         if not location or os.path.isabs(location) or os.path.commonpath([target, folder]) != folder:
             raise InputError(

@@ -12,10 +12,11 @@ the standard library.
 import json
 import math
 import re
+from datetime import datetime
 from pathlib import Path
 
 from gan_cli import InputError
-from gan_io import read_regular, write_bytes_atomic
+from gan_io import decode_text, read_regular, write_bytes_atomic
 
 # A summary holds every per-call time (a million calls: about 20 MB); nothing this project writes is larger.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -72,6 +73,26 @@ class Text:
         return isinstance(value, str) and (self.pattern is None or bool(self.pattern.fullmatch(value)))
 
 
+class Instant(Text):
+    """An ISO 8601 time with its offset from UTC (2026-12-02T10:00:00.000+01:00), a real date and time: what a record
+    says of when something happened, compared as instants (never as text, never without its offset)."""
+
+    def __init__(self):
+        super().__init__(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)", "an ISO 8601 time with its UTC offset")
+
+    def ok(self, value):
+        return super().ok(value) and parse_instant(value) is not None
+
+
+def parse_instant(text):
+    """The aware datetime of an Instant's text, or None (an impossible date such as 02-30, no offset)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None and moment.utcoffset() is not None else None
+
+
 class OneOf:
     def __init__(self, *values):
         self.values = values
@@ -101,7 +122,7 @@ class MapOf:
 
 
 SHA256 = Text(r"[0-9a-f]{64}", "a sha256 (64 hexadecimal digits)")
-TIMESTAMP = Text(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)?", "an ISO 8601 time")
+TIMESTAMP = Instant()
 FILE_DIGEST = {"size": Count(), "sha256": SHA256}
 PLAIN_NAME = Text(r"[^/\x00]+", "a file name (no '/')")
 
@@ -144,8 +165,8 @@ def check_shape(value, spec, where=""):
         if not isinstance(value, dict) or len(value) < spec.min_len:
             raise _Mismatch(where, f"an object of at least {spec.min_len} entries" if spec.min_len else "an object", value)
         for key, item in value.items():
-            if spec.keys is not None and not spec.keys.ok(key):
-                raise _Mismatch(f"{where} key", spec.keys.describe(), key)
+            if (isinstance(key, str) and "\x00" in key) or (spec.keys is not None and not spec.keys.ok(key)):
+                raise _Mismatch(f"{where} key", spec.keys.describe() if spec.keys else "text without NUL bytes", key)
             check_shape(item, spec.spec, f"{where}[{json.dumps(key)}]")
     elif isinstance(spec, (Number, Text, OneOf)):
         if not spec.ok(value):
@@ -160,15 +181,15 @@ def check_shape(value, spec, where=""):
         pass
     else:
         raise TypeError(f"unknown shape {spec!r}")
+    if isinstance(value, str) and "\x00" in value:  # a path with a NUL byte reaches no file: refused here, for every reader
+        raise _Mismatch(where, "text without NUL bytes", value)
 
 
 def read_json(path, spec, what):
     """A JSON record of this project, checked against `spec`: the parsed value, or one InputError naming the file."""
-    data = read_regular(path, what, MAX_RECORD_BYTES, follow_links=False)
+    text = decode_text(read_regular(path, what, MAX_RECORD_BYTES, follow_links=False), path, what)
     try:
-        value = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a {what}: not UTF-8 text") from None
+        value = json.loads(text)
     except (ValueError, RecursionError) as err:
         reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
         raise InputError(f"{path}: not a {what}: not JSON ({reason})") from None
@@ -369,11 +390,10 @@ STEP_STATUS = re.compile(r"ok|failed \(exit \d+\)|interrupted \(SIG[A-Z]+\)")
 
 def read_steps(path):
     """[{step, status, seconds (float), peak_mb (int or None), command}] of a steps.tsv."""
-    data = read_regular(path, "steps.tsv of run_pipeline.sh", MAX_RECORD_BYTES, follow_links=False)
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a steps.tsv of run_pipeline.sh: not UTF-8 text") from None
+    what = "steps.tsv of run_pipeline.sh"
+    lines = decode_text(read_regular(path, what, MAX_RECORD_BYTES, follow_links=False), path, what).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or lines[0].split("\t") != STEPS_HEADER:
         raise InputError(f"{path}: not a steps.tsv of run_pipeline.sh: the first line should be {chr(9).join(STEPS_HEADER)!r}")
     steps = []

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gan_cli import InputError, ensure_dir, pid_alive
 from gan_io import count_rows, file_digest, stale_part
-from gan_records import MANIFEST, MANIFEST_FORMAT, read_atc_record, read_manifest, write_json
+from gan_records import MANIFEST, MANIFEST_FORMAT, parse_instant, read_atc_record, read_manifest, write_json
 
 # <i>_output_0.txt (msame folder mode) or <i>_0.bin (ais_bench): the batch index is the whole leading number.
 OUTPUT_NAME = re.compile(r"^(\d+)(?:_output)?_0\.(txt|bin|npy)$")
@@ -169,6 +169,12 @@ class Run:
 
     def __init__(self, output_root, **info):
         root = ensure_dir(output_root, "output folder")
+        real = Path(os.path.realpath(root))
+        if os.path.lexists(manifest_path(real)) or list_output_files(real):
+            raise InputError(
+                f"{root}: is a run folder itself (it holds outputs{' and has a manifest' if os.path.lexists(manifest_path(real)) else ''}): "
+                f"pass its output root {real.parent} as --output; a new run never goes inside another"
+            )
         while True:  # names sort by time; an existing folder is never reused
             self.dir = root / datetime.now().strftime("%Y%m%d_%H%M%S_%f")
             try:
@@ -293,7 +299,7 @@ def _runs_under(root):
             run_dir = Path(root) / entry.name[1 : -len(".manifest.json")]
             manifest = read_manifest(entry.path)
             manifests[run_dir] = manifest
-            started = _local(datetime.fromisoformat(manifest["started"]))
+            started = parse_instant(manifest["started"])  # aware: checked by the manifest's reader
             times[run_dir] = (started, started)
         elif not entry.name.startswith(".") and entry.is_dir():  # follows links, to refuse them below
             if not (RUN_NAME.match(entry.name) or list_output_files(entry.path)):
@@ -322,46 +328,44 @@ def _runs_under(root):
     return [(run, manifests.get(run)) for run in ordered]
 
 
-def _local(moment):
-    """A datetime as naive local time, comparable with the times in tools' folder names."""
-    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo else moment
-
-
 MSAME_UNPADDED = re.compile(r"^(\d{4})(\d{1,4})_(\d{1,2})_(\d{1,2})_(\d{1,2})_(\d{1,6})$")
 PADDED = re.compile(r"^(\d{8})_(\d{6})(?:_(\d{1,6}))?$")
 AIS_BENCH = re.compile(r"^(\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2})$")
 
 
 def _name_times(name):
-    """(earliest, latest) start time a run folder's name can mean, or None for a name with no time in it.
+    """(earliest, latest) instant a run folder's name can mean (aware datetimes), or None for a name with no time in it.
 
-    msame since 2021-09 writes YYYY, M and D unpadded (2021111 is 2021-1-11 or 2021-11-1): every valid reading
-    counts. Ours and msame 2021-01..09: %Y%m%d_%H%M%S with microseconds or a loop index after it; ais_bench:
-    %Y_%m_%d-%H_%M_%S."""
+    The tools name folders by local time with no offset: each reading is taken in this host's time zone, at both
+    sides of a daylight-saving change where the hour occurs twice. msame since 2021-09 writes YYYY, M and D
+    unpadded (2021111 is 2021-1-11 or 2021-11-1): every valid reading counts. Ours and msame 2021-01..09:
+    %Y%m%d_%H%M%S with microseconds or a loop index after it; ais_bench: %Y_%m_%d-%H_%M_%S."""
+    readings = []
     try:
         if match := PADDED.match(name):
             moment = datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S")
-            moment += timedelta(microseconds=int(match.group(3) or 0))
-            return moment, moment
-        if match := AIS_BENCH.match(name):
-            moment = datetime.strptime(match.group(1), "%Y_%m_%d-%H_%M_%S")
-            return moment, moment
+            readings.append(moment + timedelta(microseconds=int(match.group(3) or 0)))
+        elif match := AIS_BENCH.match(name):
+            readings.append(datetime.strptime(match.group(1), "%Y_%m_%d-%H_%M_%S"))
     except ValueError:
         return None
-    match = MSAME_UNPADDED.match(name)
-    if not match:
-        return None
-    year, month_day, hour, minute, second, micro = match.groups()
-    readings = []
-    for cut in (1, 2):
-        month, day = month_day[:cut], month_day[cut:]
-        if not day or len(day) > 2 or month.startswith("0") or day.startswith("0"):
-            continue
+    if match := MSAME_UNPADDED.match(name):
+        year, month_day, hour, minute, second, micro = match.groups()
+        for cut in (1, 2):
+            month, day = month_day[:cut], month_day[cut:]
+            if not day or len(day) > 2 or month.startswith("0") or day.startswith("0"):
+                continue
+            try:
+                readings.append(datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), int(micro)))
+            except ValueError:
+                continue
+    instants = []
+    for reading in readings:
         try:
-            readings.append(datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), int(micro)))
-        except ValueError:
+            instants += [reading.replace(fold=fold).astimezone() for fold in (0, 1)]
+        except (OverflowError, ValueError, OSError):  # year 1 or 9999 at the edge of the time zone's range
             continue
-    return (min(readings), max(readings)) if readings else None
+    return (min(instants), max(instants)) if instants else None
 
 
 def _checked(run_dir, manifest):
