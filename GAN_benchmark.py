@@ -31,18 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from gan_cli import HelpFormatter, batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, run_main
-from gan_io import latent_batch, write_bytes_atomic
-from gan_perf import cpu_features, describe_cpu
-from models import load_generator
-from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
-from perf_calc import throughput
-
-# Multiply-adds of the five Linear layers, x2 for FLOPs (BatchNorm, activations and Tanh are negligible).
-MODEL_FLOPS = 2 * (100 * 128 + 128 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
+from gan_cli import HelpFormatter, batch_sizes, ensure_dir, non_negative_float, positive_int, refuse_overlap, require_modules, run_main
 
 
 def get_args_parser():
@@ -57,6 +46,21 @@ def get_args_parser():
     parser.add_argument("--choice_rows", type=positive_int, default=100000, help="rows of the file the start-up thread choice is timed on")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
+
+
+require_modules(__name__, get_args_parser, "torch", "onnx")  # before the imports that need them: --help works without
+
+import numpy as np
+import torch
+
+from gan_io import latent_batch, write_bytes_atomic
+from gan_perf import cpu_features, describe_cpu
+from models import load_generator
+from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
+from perf_calc import throughput
+
+# Multiply-adds of the five Linear layers, x2 for FLOPs (BatchNorm, activations and Tanh are negligible).
+MODEL_FLOPS = 2 * (100 * 128 + 128 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
 
 
 def time_rounds(call, rounds, round_seconds):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, progress, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, import_required, positive_int, progress, refuse_overlap, run_main
 from gan_io import numbered_files, read_bytes, read_online, read_output
 from gan_onnx import onnx_session
 from gan_records import save_step
@@ -191,6 +191,7 @@ def mnist_split(root, train):
 
 def train_classifier(args):
     """Train the digit classifier with torch, export it to ONNX, and bundle the real test-set feature statistics."""
+    import_required("torch", "onnx")
     import torch
     import torch.nn as nn
     import torch.nn.functional as F

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, positive_int, run_main
+from gan_cli import HelpFormatter, InputError, import_required, positive_int, run_main
 from gan_io import latent_batch
 from gan_perf import describe_cpu
 
@@ -174,6 +174,7 @@ def speeds(models, rounds):
 
 
 def main(args):
+    import_required("torch", "onnx")
     import torch
 
     from GAN_compare import TOLERANCES, judge

@@ -31,20 +31,7 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, run_main
-from gan_io import LATENT_DIM, atomic_path, check_finite, read_bin
-from gan_onnx import ModelFile, model_signature, onnx_session, read_model
-from models import load_generator
-
-# msit debug compare's "normal precision" thresholds (value passes when the comparison holds)
-THRESHOLDS = {"cosine": (">", 0.99), "red": ("<", 0.05), "kld": ("<", 0.005), "rmse": ("<", 1.0), "mean_rel": ("<", 1.0)}
-ACTIVATIONS = {"LeakyRelu", "Tanh", "Relu", "Sigmoid"}
-PASS_THROUGH = {"Cast", "Identity"}
-FLOAT32_EPS = float(np.finfo(np.float32).eps)
-COLUMNS = ("cosine", "max_abs", "mean_abs", "max_rel", "mean_rel", "red", "kld", "rmse")
+from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, require_modules, run_main
 
 
 def get_args_parser():
@@ -56,6 +43,23 @@ def get_args_parser():
     parser.add_argument("--input", required=True, help="one input batch, float32 (rows, 100): vectors/<i>.bin")
     parser.add_argument("--csv", default=None, help="also write the table as CSV here")
     return parser
+
+
+require_modules(__name__, get_args_parser, "torch", "onnx")  # before the imports that need them: --help works without
+
+import numpy as np
+import torch
+
+from gan_io import LATENT_DIM, atomic_path, check_finite, read_bin
+from gan_onnx import ModelFile, model_signature, onnx_session, read_model
+from models import load_generator
+
+# msit debug compare's "normal precision" thresholds (value passes when the comparison holds)
+THRESHOLDS = {"cosine": (">", 0.99), "red": ("<", 0.05), "kld": ("<", 0.005), "rmse": ("<", 1.0), "mean_rel": ("<", 1.0)}
+ACTIVATIONS = {"LeakyRelu", "Tanh", "Relu", "Sigmoid"}
+PASS_THROUGH = {"Cast", "Identity"}
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+COLUMNS = ("cosine", "max_abs", "mean_abs", "max_rel", "mean_rel", "red", "kld", "rmse")
 
 
 def compare(ours, reference):

@@ -38,18 +38,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn as nn
-
-from gan_cli import HelpFormatter, InputError, check_output_file, non_negative_float, refuse_overlap, run_main
-from gan_io import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
-from gan_onnx import onnx_session
-from gan_perf import describe_cpu
-from gan_records import save_step
-from models import load_generator
-
-CHECK_BATCHES = (1, 16, 64)
+from gan_cli import HelpFormatter, InputError, check_output_file, non_negative_float, refuse_overlap, require_modules, run_main
 
 
 def get_args_parser():
@@ -74,6 +63,21 @@ def get_args_parser():
     parser.add_argument("--fp16_file", default=None, help="fp16 preview to write (default: <output_file stem>_fp16emu.onnx)")
     parser.add_argument("--save_json", default=None, help="also save the checks' figures as JSON here (GAN_report.py reads it)")
     return parser
+
+
+require_modules(__name__, get_args_parser, "torch", "onnx")  # before the imports that need them: --help works without
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from gan_io import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
+from gan_onnx import onnx_session
+from gan_perf import describe_cpu
+from gan_records import save_step
+from models import load_generator
+
+CHECK_BATCHES = (1, 16, 64)
 
 
 class ExportGenerator(nn.Module):

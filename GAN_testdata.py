@@ -20,8 +20,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from gan_cli import (
     HelpFormatter,
     InputError,
@@ -32,12 +30,10 @@ from gan_cli import (
     positive_int,
     progress,
     refuse_overlap,
+    require_modules,
     run_main,
     short_list,
 )
-from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, write_bin
-from gan_records import save_step
-from models import load_generator
 
 
 def get_args_parser():
@@ -53,6 +49,14 @@ def get_args_parser():
     parser.add_argument("--save_json", default=None, help="also save how the data was made (seed, sizes, weights) as JSON here")
     return parser
 
+
+require_modules(__name__, get_args_parser, "torch")  # before the imports that need them: --help works without
+
+import torch
+
+from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, write_bin
+from gan_records import save_step
+from models import load_generator
 
 # float32 values held per latent vector at the peak of a forward pass (input, widest layers, output, its copy)
 VALUES_PER_IMAGE_AT_PEAK = LATENT_DIM + 2 * 1024 + 3 * IMG_SIZE

@@ -21,14 +21,17 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-from gan_cli import HelpFormatter, InputError, check_output_file, ensure_dir, positive_int, progress, refuse_overlap, run_main
-from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, latent_batch, save_grid
-from models import Generator, extract_state_dict, load_checkpoint
+from gan_cli import (
+    HelpFormatter,
+    InputError,
+    check_output_file,
+    ensure_dir,
+    positive_int,
+    progress,
+    refuse_overlap,
+    require_modules,
+    run_main,
+)
 
 
 def get_args_parser():
@@ -54,6 +57,17 @@ def get_args_parser():
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+require_modules(__name__, get_args_parser, "torch")  # before the imports that need them: --help works without
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, latent_batch, save_grid
+from models import Generator, extract_state_dict, load_checkpoint
 
 
 class MinibatchStddev(nn.Module):

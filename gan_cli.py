@@ -83,6 +83,46 @@ def exit_on_signal_until_ready(module_name):
         signal.signal(signum, starting)
 
 
+def missing_modules(*modules):
+    """The modules of `modules` that this Python cannot import (not installed, or broken)."""
+    import importlib
+
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def _needs(missing):
+    return (
+        f"this step needs {' and '.join(missing)}, which {sys.executable} cannot import: pip install -r requirements.txt "
+        f"(requirements-offline.txt installs only the offline half: run_msame.sh, GAN_txt2jpg.py, GAN_compare.py, "
+        f"GAN_eval.py, perf_calc.py, perf_sweep.py, GAN_report.py)"
+    )
+
+
+def import_required(*modules):
+    """Inside a step's main(): refuse in one line (InputError) where torch or onnx cannot be imported."""
+    missing = missing_modules(*modules)
+    if missing:
+        raise InputError(_needs(missing))
+
+
+def require_modules(module_name, get_args_parser, *modules):
+    """Called by a step that needs torch (or onnx) before it imports them: on a host without them (an inference host set
+    up from requirements-offline.txt) --help still works, a bad flag is still exit 2, and anything else ends in one
+    line naming what to install, exit 1, instead of an import traceback. Does nothing when imported as a module."""
+    if module_name != "__main__":
+        return
+    missing = missing_modules(*modules)
+    if missing:
+        run_main(lambda args: import_required(*missing), get_args_parser())
+        sys.exit(1)
+
+
 def install_signal_handlers():
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _raise_interrupted)
@@ -177,7 +217,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        hidden = any(action.default is value for value in (None, False, argparse.SUPPRESS))  # `is`: a default of 0 is shown
+        if "default" in text.lower() or hidden or not action.option_strings:
             return text
         return text + " (default: %(default)s)"
 

@@ -132,3 +132,28 @@ def test_the_driver_of_the_ascend_tools_runs_without_torch(offline_python, onnx_
         env=env,
     )
     assert "[INFO] 3 outputs for 3 inputs" in result.stdout and "chips per card: 4 (x4" in result.stdout
+
+
+TORCH_STEPS = {
+    "GAN_pth2onnx.py": ["--input_file=weights/generator_mnist.pth"],
+    "GAN_testdata.py": ["--pth_path=weights/generator_mnist.pth"],
+    "GAN_layer_compare.py": ["--pth", "weights/generator_mnist.pth", "--onnx", "x.onnx", "--input", "vectors/0.bin"],
+    "GAN_benchmark.py": ["--pth", "weights/generator_mnist.pth"],
+    "GAN_int8_schemes.py": ["--pth", "weights/generator_mnist.pth"],
+    "GAN_train.py": ["--data_root", "data", "--output", "g.pth"],
+    "GAN_eval.py": ["--train_classifier", "--data_root", "data"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(TORCH_STEPS))
+def test_a_step_that_needs_torch_says_so_in_one_line(offline_python, tmp_path, script):
+    """--help works without torch; a bad flag is still exit 2; a run is one line naming requirements.txt, exit 1."""
+    command = [offline_python, str(ROOT / script)]
+    shown = subprocess.run([*command, "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0 and "usage:" in shown.stdout and shown.stderr == "", shown.stderr
+    bad = subprocess.run([*command, "--no_such_flag"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+    ran = subprocess.run([*command, *TORCH_STEPS[script]], capture_output=True, text=True, cwd=tmp_path)
+    (line,) = ran.stderr.splitlines()
+    assert ran.returncode == 1 and line.startswith(f"{script}: error: this step needs torch") and "requirements.txt" in line
+    assert list(tmp_path.iterdir()) == [], "nothing written"
