@@ -385,7 +385,7 @@ def read_step(path):
 # steps.tsv: what run_pipeline.sh ran, one tab-separated line per step.
 
 STEPS_HEADER = ["step", "status", "seconds", "peak_mb", "command"]
-STEP_STATUS = re.compile(r"ok|failed \(exit \d+\)|interrupted \(SIG[A-Z]+\)")
+STEP_STATUS = re.compile(r"ok|failed \(exit \d+\)|(?:interrupted|killed) \(SIG[A-Z0-9]+\)")
 
 
 def read_steps(path):

@@ -156,7 +156,7 @@ def test_run_pipeline_sh(pipeline_workdir, checkpoint):
     again = subprocess.run(
         ["bash", str(ROOT / "run_pipeline.sh"), "--pth", str(checkpoint), "--workdir", str(workdir)], capture_output=True, text=True
     )
-    assert again.returncode == 2 and "not an empty folder" in again.stderr, "an earlier run is never overwritten"
+    assert again.returncode == 1 and "not an empty folder" in again.stderr, "an earlier run is never overwritten"
 
 
 def test_run_pipeline_sh_stops_on_a_failing_step(tmp_path):

@@ -782,10 +782,12 @@ def test_folder_whose_name_holds_bin_is_a_folder(onnx_model, testdata, tmp_path)
 @pytest.mark.parametrize(
     "flag,value,message",
     [
-        ("--seed", "-1", "--seed -1: expected an integer >= 0"),
-        ("--outfmt", "PDF", "--outfmt PDF: expected TXT or BIN"),
-        ("--iters", "ten", "--iters ten: expected a positive integer"),
-        ("--batch_size", "17465", "--batch_size 17465: a grid of more than 17464 images is taller than JPEG allows"),
+        ("--seed", "-1", "expected an integer >= 0, got -1"),
+        ("--outfmt", "PDF", "expected TXT or BIN (any case), got 'PDF'"),
+        ("--iters", "ten", "expected a positive integer, got 'ten'"),
+        ("--batch_size", "17465", "a grid of more than 17464 images is taller than JPEG allows, got 17465"),
+        ("--batch_size", "18446744073709551617", "a grid of more than 17464 images is taller than JPEG allows, got 18446744073709551617"),
+        ("--iters", "0x10", "expected a positive integer, got '0x10'"),
     ],
 )
 def test_run_pipeline_checks_arguments_before_any_step(tmp_path, flag, value, message):
@@ -794,7 +796,7 @@ def test_run_pipeline_checks_arguments_before_any_step(tmp_path, flag, value, me
     assert grid_height(17464) <= JPEG_MAX_SIDE < grid_height(17465), "run_pipeline.sh's bound is GAN_testdata.py's"
     workdir = tmp_path / "work"
     result = run("run_pipeline.sh", "--workdir", str(workdir), flag, value)
-    assert result.returncode == 2 and result.stderr.strip() == f"run_pipeline.sh: error: {message}"
+    assert result.returncode == 2 and result.stderr.strip() == f"run_pipeline.sh: error: argument {flag}: {message} (see --help)"
     assert "==" not in result.stdout and not workdir.exists(), "nothing ran, nothing was created"
 
 

@@ -89,7 +89,9 @@ def test_outfmt_takes_any_case_everywhere(outfmt, onnx_model, testdata, tmp_path
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
     result = subprocess.run(["bash", str(ROOT / "run_pipeline.sh"), "--outfmt", outfmt, "--iters", "0"], capture_output=True, text=True)
-    assert "--iters 0" in result.stderr and "outfmt" not in result.stderr, "the case of --outfmt is accepted; --iters is what is wrong"
+    assert "--iters: expected a positive integer, got 0" in result.stderr and "outfmt" not in result.stderr, (
+        "the case of --outfmt is accepted; --iters is what is wrong"
+    )
 
 
 def test_errors_are_signed_by_the_script_the_user_ran(onnx_model, tmp_path):

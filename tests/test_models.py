@@ -88,4 +88,4 @@ def test_bundled_generator_is_the_default_and_loads():
     assert set(torch.load(path, weights_only=True)) == OFFICIAL_KEYS
     images = load_generator(path)(torch.randn(8, 100))
     assert images.shape == (8, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
-    assert "weights/generator_mnist.pth" in (ROOT / "run_pipeline.sh").read_text()
+    assert '"weights" / "generator_mnist.pth"' in (ROOT / "run_pipeline.py").read_text()

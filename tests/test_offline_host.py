@@ -157,3 +157,16 @@ def test_a_step_that_needs_torch_says_so_in_one_line(offline_python, tmp_path, s
     (line,) = ran.stderr.splitlines()
     assert ran.returncode == 1 and line.startswith(f"{script}: error: this step needs torch") and "requirements.txt" in line
     assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def test_the_pipeline_says_which_step_needs_torch_before_it_starts(offline_python, tmp_path):
+    result = subprocess.run(
+        ["bash", str(ROOT / "run_pipeline.sh"), "--workdir", "w"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": offline_python},
+    )
+    (line,) = result.stderr.splitlines()
+    assert result.returncode == 1 and line.startswith("run_pipeline.sh: error: the export and testdata steps need torch and onnx")
+    assert "requirements.txt" in line and os.listdir(tmp_path) == [], "nothing started, no workdir made"

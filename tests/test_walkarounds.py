@@ -338,8 +338,8 @@ def test_two_pipelines_into_one_workdir(checkpoint, tmp_path):
     first, second = pipeline(checkpoint, workdir), pipeline(checkpoint, workdir)
     results = [(p.wait(timeout=300), *p.communicate()) for p in (first, second)]
     codes = sorted(code for code, _, _ in results)
-    assert codes == [0, 2], results
-    refused = next(err for code, _, err in results if code == 2)
+    assert codes == [0, 1], results
+    refused = next(err for code, _, err in results if code == 1)
     assert (
         refused.strip().splitlines()
         == [
@@ -356,7 +356,7 @@ def test_a_workdir_that_cannot_be_made_is_one_line(checkpoint, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = run("run_pipeline.sh", "--pth", str(checkpoint), "--workdir", str(blocker / "work"))
-    assert result.returncode == 2 and assert_clean_error(result, blocker / "work", "cannot create the work folder", "Not a directory")
+    assert result.returncode == 1 and assert_clean_error(result, blocker / "work", "cannot create the work folder", "Not a directory")
 
 
 # ---------------------------------------------------------------------------------------------------------
