@@ -380,20 +380,72 @@ def pid_alive(pid):
     return True
 
 
-def available_memory():
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
+def memory_limits():
+    """[(bytes a new allocation may take, what limits it)]: MemAvailable, the address-space limit (ulimit -v) less what
+    this process has mapped, and its cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes) less its usage."""
+    limits = []
+    meminfo = _read_numbers("/proc/meminfo", "MemAvailable:")
+    if meminfo is not None:
+        limits.append((meminfo * 1024, "available (MemAvailable)"))
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = _read_numbers("/proc/self/status", "VmSize:")
+    if soft != resource.RLIM_INFINITY and mapped is not None:
+        limits.append((max(0, soft - mapped * 1024), f"left under the address-space limit (ulimit -v {soft // 1024})"))
+    for limit, usage in _cgroup_files():
+        limit_bytes, used = _read_numbers(limit), _read_numbers(usage)
+        if limit_bytes is not None and used is not None and limit_bytes < 2**62:
+            limits.append((max(0, limit_bytes - used), f"left under the cgroup's limit ({limit})"))
+            break
+    return limits
+
+
+def _read_numbers(path, key=None):
+    """The first number of a file, or of its line starting with `key`; None where absent or unreadable."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        for line in Path(path).read_text().splitlines():
+            if key is None or line.startswith(key):
+                return int(line.split()[1 if key else 0])
     except (OSError, ValueError, IndexError):
         pass
     return None
 
 
+def _cgroup_files():
+    """(limit file, usage file) of this process's memory cgroup, v2 then v1, where they exist."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            roots, names = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"], ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            roots, names = ["/sys/fs/cgroup/memory"], ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for root in roots:
+            for folder in (Path(root + path), Path(root)):  # inside a container the cgroup is often the mount's root
+                if (folder / names[0]).is_file():
+                    found.append((folder / names[0], folder / names[1]))
+                    break
+    return found
+
+
+def available_memory():
+    """Bytes of memory a new allocation may take (the tightest of memory_limits()), or None where unknown."""
+    limits = memory_limits()
+    return min(limits)[0] if limits else None
+
+
 def check_memory(need_bytes, subject, advice="use smaller batches"):
-    """Refuse, before any work, a step that would need more memory than is available (rather than be killed by the
-    kernel halfway, with no message)."""
-    free = available_memory()
-    if free is not None and need_bytes > free:
-        raise InputError(f"{subject} needs about {need_bytes / 2**30:.1f} GiB of memory, {free / 2**30:.1f} GiB is available: {advice}")
+    """Refuse, before any work, a step that would need more memory than it may take (rather than be killed by the
+    kernel halfway, with no message, or fail inside a library)."""
+    limits = memory_limits()
+    if limits:
+        free, what = min(limits)
+        if need_bytes > free:
+            raise InputError(f"{subject} needs about {need_bytes / 2**30:.1f} GiB of memory, {free / 2**30:.1f} GiB is {what}: {advice}")

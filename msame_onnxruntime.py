@@ -48,13 +48,14 @@ from gan_cli import (
     die_with_parent,
     install_signal_handlers,
     non_negative_int,
+    one_line,
     outfmt,
     positive_int,
     progress,
     refuse_overlap,
     run_main,
 )
-from gan_io import format_msame_txt, read_bytes, write_bytes_atomic
+from gan_io import format_msame_txt, one_line_reason, read_bytes, write_bytes_atomic
 from gan_onnx import model_signature, onnx_session, read_model
 from gan_perf import cpu_features, describe_cpu, latency_stats, stats_lines
 from gan_records import SUMMARY, write_json
@@ -67,24 +68,28 @@ def get_args_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
-    parser.add_argument("--model", required=True, help="ONNX model (GAN.onnx)")
-    parser.add_argument("--input", required=True, help="folder of input .bin files (folder mode) or one .bin file (file mode)")
-    parser.add_argument("--output", required=True, help="output root; each run writes into a new run folder under it")
+    parser.add_argument("--model", "--om", required=True, help="ONNX model (GAN.onnx); --om is ais_bench's name")
+    parser.add_argument("--input", "-i", required=True, help="folder of input .bin files (folder mode) or one .bin file (file mode)")
+    parser.add_argument("--output", "-o", required=True, help="output root; each run writes into a new run folder under it")
     parser.add_argument("--outfmt", type=outfmt, choices=["TXT", "BIN"], default="BIN", help="output file format, any case (default: BIN)")
     parser.add_argument(
         "--loop",
+        "-l",
         type=positive_int,
         default=1,
         help="executions of each batch (file mode: 1..100, msame's range); outputs are written once (default: 1)",
     )
     parser.add_argument(
         "--warmup",
+        "--warmup_count",
         type=non_negative_int,
         default=0,
         help="executions per worker before timing starts, excluded from every figure (default: 0, as msame)",
     )
     parser.add_argument(
         "--device",
+        "-d",
+        "--device_id",
         type=parse_devices,
         default=[0],
         help="device id, or a comma-separated list: one worker process per device, files split between them",
@@ -95,7 +100,48 @@ def get_args_parser():
         default=0,
         help="ONNX Runtime intra-op threads per worker (default 0: chosen by measurement at start-up)",
     )
+    parser.add_argument(
+        "--dymBatch",
+        type=positive_int,
+        default=None,
+        help="msame's and ais_bench's batch of a dynamic-batch model: every input must hold that many rows",
+    )
+    tools = parser.add_argument_group(
+        "msame's and ais_bench's other flags",
+        f"{', '.join(IGNORED_FLAGS)} VALUE and --display_all_summary [VALUE]: accepted so that a command written for either "
+        f"tool runs unchanged; they have no meaning on ONNX Runtime, and the log says that they were ignored",
+    )
+    for flag in IGNORED_FLAGS:
+        tools.add_argument(flag, default=None, help=argparse.SUPPRESS)
+    tools.add_argument("--display_all_summary", default=None, nargs="?", const="true", metavar="VALUE", help=argparse.SUPPRESS)
     return parser
+
+
+# msame's (--debug, --profiler, --dump, --dymHW, --dymDims, --dymShape, --outputSize) and ais_bench's other flags: the
+# profiling, dumps, ACL config and shape options of an NPU run, and ais_bench's --batchsize, which it uses only for its
+# throughput figure (the runner reads the batch from the inputs).
+IGNORED_FLAGS = (
+    "--debug",
+    "--profiler",
+    "--dump",
+    "--dymHW",
+    "--dymDims",
+    "--dymShape",
+    "--outputSize",
+    "--batchsize",
+    "--pure_data_type",
+    "--acl_json_path",
+    "--run_mode",
+    "--output_batchsize_axis",
+    "--auto_set_dymdims_mode",
+    "--auto_set_dymshape_mode",
+)
+
+
+def ignored_flags(args):
+    """`--debug true, --batchsize 16`: the tools' flags given that have no meaning here, for the log."""
+    given = [(flag, getattr(args, flag[2:])) for flag in (*IGNORED_FLAGS, "--display_all_summary")]
+    return ", ".join(f"{flag} {one_line(value)[:40]}" for flag, value in given if value is not None)
 
 
 def thread_candidates(workers=1):
@@ -240,7 +286,12 @@ class Runner:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         binding.bind_cpu_input(self.input_name, batch)
         start = time.perf_counter()
-        self.session.run_with_iobinding(binding)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as err:  # onnxruntime raises its own types; an allocation failure is the user's to fix, the rest re-raised
+            if "alloc" not in str(err).lower():
+                raise
+            raise MemoryError(f"ONNX Runtime could not allocate memory for it ({one_line_reason(err)})") from None
         return arrays, (time.perf_counter() - start) * 1000.0
 
     def read_batch(self, path):
@@ -265,7 +316,12 @@ class Runner:
             if n == 0:
                 self.warm_up(batch, warmup)
             for _ in range(loop):
-                outputs, ms = self.execute(batch)
+                try:
+                    outputs, ms = self.execute(batch)
+                except MemoryError as err:  # the memory check passed, yet the library ran out (a limit it could not see)
+                    raise InputError(
+                        f"{path}: a batch of {len(batch):,} rows: {err or 'out of memory'}; split it into smaller batches"
+                    ) from None
                 times.append(ms)
                 print(f"Inference time: {ms:g}ms", flush=False)
             for name, output in zip(output_names(stem or input_stem(path), len(outputs), outfmt), outputs):
@@ -386,7 +442,9 @@ def main(args):
             raise InputError(f"{path}: gives the same output name as {other.name} ({input_stem(path)}_output_0): rename one")
     devices = args.device if file_mode else active_devices(args.device, len(files))
     runner = Runner(model_path, args.threads or 1)  # the model and its signature, checked before anything is written
-    rows = [check_input(p, runner.features, runner.fixed_batch) for p in files]
+    if args.dymBatch is not None and runner.fixed_batch not in (None, args.dymBatch):
+        raise InputError(f"--dymBatch {args.dymBatch}: {model_path.name} takes batches of exactly {runner.fixed_batch}")
+    rows = [check_input(p, runner.features, runner.fixed_batch or args.dymBatch) for p in files]
     largest = max(range(len(files)), key=lambda k: rows[k])
     need = rows[largest] * bytes_per_row(runner.features, output_values_per_row(runner.signature), args.outfmt)
     check_memory(need, f"{files[largest]}: a batch of {rows[largest]:,} rows", "split it into smaller batches")
@@ -413,6 +471,8 @@ def main(args):
             f"{len(files)} input file(s), {len(devices)} worker(s)"
         )
         print(f"[INFO] cpu: {describe_cpu()}")
+        if ignored_flags(args):
+            print(f"[INFO] ignored on ONNX Runtime (msame's and ais_bench's flags with no meaning here): {ignored_flags(args)}")
         print(
             f"[INFO] warm-up: {args.warmup} execution(s) per worker before timing, excluded from every figure; "
             f"loop: each batch executed {args.loop} time(s), its output written once"

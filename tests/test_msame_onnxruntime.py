@@ -1,10 +1,11 @@
 import re
+import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, latent, no_torch_env, partial_files, run_script
+from conftest import ROOT, assert_clean_error, latent, no_torch_env, partial_files, run_script
 from gan_io import format_msame_txt, parse_txt
 from gan_runs import Run, manifest_path
 
@@ -293,3 +294,69 @@ def test_start_up_thread_choice_has_a_bounded_cost_on_a_large_file(onnx_model):
     assert choice.seconds < 1.0, f"budget {PROBE_BUDGET_MS} ms of timing, plus the sessions: at most a few hundred ms"
     assert choice.threads == (min(choice.best, key=choice.best.get) if choice.separated else max(choice.best))
     assert ("chosen by measurement" if choice.separated else "did not separate beyond their noise") in runner.describe_threads()
+
+
+def test_commands_written_for_msame_or_ais_bench_run_unchanged(onnx_model, testdata, tmp_path):
+    """msame's --debug/--profiler/--dump and ais_bench's --om, -i, -o, --batchsize, --warmup_count, --display_all_summary:
+    accepted; those with no meaning on ONNX Runtime are named in the log as ignored."""
+    _, vectors = testdata
+    msame = run_script(
+        "run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "a"),
+        "--outfmt", "TXT", "--debug", "true", "--profiler", "false", "--dump", "false", "--loop", "1",
+    )  # fmt: skip
+    assert "[INFO] ignored on ONNX Runtime" in msame.stdout and "--debug true, --profiler false, --dump false" in msame.stdout
+    ais = run_script(
+        "msame_onnxruntime.py", "--om", str(onnx_model), "-i", str(vectors), "-o", str(tmp_path / "b"), "--batchsize", "16",
+        "--warmup_count", "2", "-l", "2", "--display_all_summary", "--device", "0",
+    )  # fmt: skip
+    assert "--batchsize 16, --display_all_summary true" in ais.stdout
+    assert "warm-up: 2 execution(s) per worker" in ais.stdout and "executed 2 time(s)" in ais.stdout
+    assert len(re.findall(r"^Inference time:", ais.stdout, re.M)) == 2 * 3
+    plain = run_script("msame_onnxruntime.py", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "c"))
+    assert "ignored" not in plain.stdout
+
+
+def test_dymbatch_is_checked_against_every_input(onnx_model, testdata, tmp_path):
+    _, vectors = testdata
+    ok = run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "a"), "--dymBatch", "4")
+    assert "Execute sample success" in ok.stdout
+    wrong = run_script(
+        "run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(tmp_path / "b"), "--dymBatch", "8", check=False
+    )
+    assert wrong.returncode == 1 and assert_clean_error(wrong, "0.bin", "4 rows", "exactly 8")
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_address_space_limit_is_checked_before_a_huge_batch(onnx_model, tmp_path):
+    """ulimit -v as well as MemAvailable: a 100,000-row batch is refused in one line naming it, not ONNX Runtime's traceback."""
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    with open(vectors / "0.bin", "wb") as f:
+        f.truncate(100_000 * 100 * 4)
+    command = f"ulimit -v 1200000; exec bash {ROOT / 'run_msame.sh'} --model {onnx_model} --input {vectors} --output {tmp_path / 'out'}"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert result.returncode == 1 and assert_clean_error(result, "0.bin", "100,000 rows", "address-space limit (ulimit -v 1200000)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_allocation_failure_inside_onnx_runtime_is_one_line_naming_the_batch(onnx_model, testdata, tmp_path):
+    from gan_cli import InputError
+    from msame_onnxruntime import Runner
+
+    _, vectors = testdata
+    runner = Runner(onnx_model)
+
+    class Session:
+        def __init__(self, session):
+            self.session = session
+
+        def run_with_iobinding(self, binding):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer of size 3136")
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+    runner.session = Session(runner.session)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(InputError, match=r"0\.bin: a batch of 4 rows: ONNX Runtime could not allocate memory .*smaller batches"):
+        runner.run_files([vectors / "0.bin"], tmp_path / "run", "BIN")
