@@ -189,6 +189,7 @@ def run_main(main, parser, argv=None, pass_unknown=False):
         sys.stdout.reconfigure(errors="surrogateescape")
         sys.stdout = _NamedStdout(sys.stdout)
     install_signal_handlers()
+    caught = _hold_warnings()
     try:
         if pass_unknown:
             args, args.unknown = parser.parse_known_args(argv)
@@ -196,6 +197,7 @@ def run_main(main, parser, argv=None, pass_unknown=False):
             args = parser.parse_args(argv)
         result = main(args)
         sys.stdout.flush()
+        _say_warnings(parser.prog, caught)
         return result
     except InputError as err:
         fail(1, err)
@@ -209,6 +211,28 @@ def run_main(main, parser, argv=None, pass_unknown=False):
         fail(1, "not enough memory for this step: use smaller batches or fewer files at a time")
     except KeyboardInterrupt:
         fail(128 + signal.SIGINT, "interrupted by SIGINT; temporary files removed, nothing reported as done")
+
+
+def _hold_warnings():
+    """Library warnings are held back while the step runs: a failure is its one line alone (numpy's `RuntimeWarning:
+    overflow` above a refusal of an out-of-range model is no second voice); on success each is said once, below."""
+    import warnings
+
+    caught = []
+    warnings.simplefilter("default")
+    warnings.showwarning = lambda message, category, *rest, **kw: caught.append((category, str(message)))
+    return caught
+
+
+def _say_warnings(prog, caught):
+    """Once each, signed by the script: what a library warned of that may matter to the user (not the deprecation notes
+    meant for this project's developers)."""
+    said = set()
+    for category, message in caught:
+        if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)) or (category, message) in said:
+            continue
+        said.add((category, message))
+        print(f"{prog}: warning: {one_line(message)} ({category.__name__})", file=sys.stderr)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

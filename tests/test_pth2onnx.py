@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -243,3 +246,33 @@ def test_an_int8_model_that_fails_its_preset_is_not_written(checkpoint, tmp_path
     line = assert_clean_error(result, tmp_path / "GAN_int8.onnx", "fails GAN_compare's int8 preset on the guide's workload on this CPU")
     assert "the existing files are unchanged" in line
     assert {p.name: p.read_bytes() for p in tmp_path.glob("GAN*.onnx")} == before, "neither model replaced"
+
+
+def test_a_library_warning_is_no_second_voice_beside_the_error(tmp_path):
+    """An fp16 preview of weights beyond fp16's range: numpy warns of an overflow in the cast; the step's one line alone."""
+    generator = random_generator()
+    with torch.no_grad():  # BatchNorm scaled past 65504, the next Linear scaled back: fine in fp32, Inf in fp16
+        generator.model[3].weight.mul_(1e5)
+        generator.model[3].bias.mul_(1e5)
+        generator.model[5].weight.mul_(1e-5)
+    torch.save(generator.state_dict(), tmp_path / "huge.pth")
+    result = run_script(
+        "GAN_pth2onnx.py", f"--input_file={tmp_path / 'huge.pth'}", f"--output_file={tmp_path / 'GAN.onnx'}", "--emulate_fp16",
+        "--max_diff", "1", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and assert_clean_error(result, "huge.pth", "fp16 preview", "non-finite")
+    assert "Warning" not in result.stderr and not (tmp_path / "GAN.onnx").exists()
+
+
+def test_a_warning_on_success_is_said_once_in_the_projects_words(tmp_path):
+    script = (
+        "import sys, warnings; sys.path.insert(0, sys.argv[1]); import gan_cli, argparse\n"
+        "def main(args):\n"
+        "    for _ in range(3): warnings.warn('the thing may be slow')\n"
+        "    warnings.warn('old API', DeprecationWarning)\n"
+        "    return 0\n"
+        "sys.exit(gan_cli.run_main(main, argparse.ArgumentParser(prog='step.py'), []))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == ["step.py: warning: the thing may be slow (UserWarning)"]
