@@ -35,6 +35,7 @@ from gan_cli import (
     HelpFormatter,
     InputError,
     die_with_parent,
+    ensure_dir,
     install_signal_handlers,
     non_negative_int,
     positive_int,
@@ -100,13 +101,7 @@ def make_workdir(workdir):
             except OSError as err:
                 raise InputError(f"{path}: cannot create the work folder ({err.strerror})") from None
     else:
-        path = Path(workdir)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise InputError(f"{path}: cannot create the work folder ({err.strerror})") from None
-        if not path.is_dir():
-            raise InputError(f"{path}: exists and is not a folder: pass --workdir with a new or empty folder")
+        path = ensure_dir(workdir, "the work folder")
     lock_path = path / ".pipeline.lock"
     try:
         lock = open(lock_path, "a")  # held open, and locked, for the whole pipeline
