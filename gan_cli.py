@@ -459,12 +459,6 @@ def _cgroup_files():
     return found
 
 
-def available_memory():
-    """Bytes of memory a new allocation may take (the tightest of memory_limits()), or None where unknown."""
-    limits = memory_limits()
-    return min(limits)[0] if limits else None
-
-
 def check_memory(need_bytes, subject, advice="use smaller batches"):
     """Refuse, before any work, a step that would need more memory than it may take (rather than be killed by the
     kernel halfway, with no message, or fail inside a library)."""

@@ -140,7 +140,8 @@ def decode_text(data, path, what="text file"):
 
     Refused in one line: UTF-16 or UTF-32 (a BOM or NUL bytes: PowerShell's `>` writes UTF-16), any NUL byte, and
     bytes that are not UTF-8. So a log saved on Windows reads exactly as the same log saved on Linux."""
-    if data.startswith(_UTF16_BOMS) or (b"\x00" in data[:4096] and data[:4096].count(b"\x00") * 4 >= len(data[:4096])):
+    head = data[:4096]
+    if data.startswith(_UTF16_BOMS) or (b"\x00" in head and head.count(b"\x00") * 4 >= len(head)):
         raise InputError(f"{path}: a {what} in UTF-16 or UTF-32; expected UTF-8 text (convert it, e.g. iconv -f UTF-16 -t UTF-8)")
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -378,8 +379,10 @@ def grid_array(images, nrow=8, padding=2, pad_value=0.0, value_range=None):
     return np.repeat(pixels[:, :, None], 3, axis=2)
 
 
-# libjpeg (and so Pillow) writes no JPEG taller or wider than 65,500 pixels.
+# libjpeg (and so Pillow) writes no JPEG taller or wider than 65,500 pixels: a grid of 8 columns holds at most
+# JPEG_MAX_IMAGES images (17,464), rows of 28 + 2 pixels under a 2-pixel border.
 JPEG_MAX_SIDE = 65500
+JPEG_MAX_IMAGES = (JPEG_MAX_SIDE - 2) // 30 * 8
 
 
 def grid_height(count, nrow=8, padding=2, side=28):
@@ -389,10 +392,9 @@ def grid_height(count, nrow=8, padding=2, side=28):
 def check_grid_fits(count, path):
     """Refuse, before anything is written, a JPEG grid of `count` images that JPEG cannot hold."""
     if _image_format(path) == "JPEG" and grid_height(count) > JPEG_MAX_SIDE:
-        largest = (JPEG_MAX_SIDE - 2) // 30 * 8
         raise InputError(
             f"{path}: a grid of {count} images would be {grid_height(count)} pixels tall, over JPEG's limit of "
-            f"{JPEG_MAX_SIDE}: use batches of at most {largest} images (or no JPEG grids)"
+            f"{JPEG_MAX_SIDE}: use batches of at most {JPEG_MAX_IMAGES} images (or no JPEG grids)"
         )
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gan_cli import InputError
-from gan_io import decode_text, read_regular, write_bytes_atomic
+from gan_io import read_text, write_bytes_atomic
 
 # A summary holds every per-call time (a million calls: about 20 MB); nothing this project writes is larger.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -187,7 +187,7 @@ def check_shape(value, spec, where=""):
 
 def read_json(path, spec, what):
     """A JSON record of this project, checked against `spec`: the parsed value, or one InputError naming the file."""
-    text = decode_text(read_regular(path, what, MAX_RECORD_BYTES, follow_links=False), path, what)
+    text = read_text(path, what, MAX_RECORD_BYTES, follow_links=False)
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as err:
@@ -391,7 +391,7 @@ STEP_STATUS = re.compile(r"ok|failed \(exit \d+\)|(?:interrupted|killed) \(SIG[A
 def read_steps(path):
     """[{step, status, seconds (float), peak_mb (int or None), command}] of a steps.tsv."""
     what = "steps.tsv of run_pipeline.sh"
-    lines = decode_text(read_regular(path, what, MAX_RECORD_BYTES, follow_links=False), path, what).split("\n")
+    lines = read_text(path, what, MAX_RECORD_BYTES, follow_links=False).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if not lines or lines[0].split("\t") != STEPS_HEADER:

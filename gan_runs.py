@@ -170,9 +170,10 @@ class Run:
     def __init__(self, output_root, **info):
         root = ensure_dir(output_root, "output folder")
         real = Path(os.path.realpath(root))
-        if os.path.lexists(manifest_path(real)) or list_output_files(real):
+        has_manifest = os.path.lexists(manifest_path(real))
+        if has_manifest or list_output_files(real):
             raise InputError(
-                f"{root}: is a run folder itself (it holds outputs{' and has a manifest' if os.path.lexists(manifest_path(real)) else ''}): "
+                f"{root}: is a run folder itself (it holds outputs{' and has a manifest' if has_manifest else ''}): "
                 f"pass its output root {real.parent} as --output; a new run never goes inside another"
             )
         while True:  # names sort by time; an existing folder is never reused

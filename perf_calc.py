@@ -44,6 +44,7 @@ KNOWN_FORMATS = (
     "this project's ONNX Runtime runner (msame_onnxruntime.py)",
 )
 RUNNER_MARKER = "ONNX Runtime runner with msame's interface"
+RUNNER_START = re.compile(r"^\[INFO\] " + re.escape(RUNNER_MARKER) + "$", re.M)  # the runner's first line, once per run
 NUMBER = r"(\S+?)"
 
 MSAME_AVERAGE = re.compile(r"^(?:\[INFO\]\s*)?Inference average time(\s*):\s*" + NUMBER + r"\s*ms\s*$", re.M)
@@ -105,7 +106,7 @@ def read_log(path):
 
 # What a log must hold, at the start of a line, to be read as that tool's (a README quoting the words is not a log).
 SIGNATURES = (
-    ("onnxruntime", re.compile(r"^\[INFO\] ONNX Runtime runner with msame's interface$", re.M)),
+    ("onnxruntime", RUNNER_START),
     ("ais_bench", re.compile(r"^(?:\[device \d+\] )?\[INFO\] (?:-+Performance Summary-+|NPU_compute_time \(ms\):)", re.M)),
     ("trtexec", re.compile(r"^\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\] \[I\] ", re.M)),
     ("msame", re.compile(r"^(?:\[device \d+\] )?(?:\[INFO\] )?Inference (?:average )?time\s*:", re.M)),
@@ -151,9 +152,9 @@ def parse_log(path):
 
 ONCE_PER_RUN = {
     "onnxruntime": {
-        "the runner's start line": re.compile(r"^\[INFO\] ONNX Runtime runner with msame's interface$", re.M),
+        "the runner's start line": RUNNER_START,
         "the runner's model line": RUNNER_BATCH_LINE,
-        "the compute_time block": re.compile(r"^\[INFO\] compute_time \(ms\): ", re.M),
+        "the compute_time block": BLOCK,
     },
     "msame": {},
     "ais_bench": {

@@ -41,17 +41,16 @@ from gan_cli import (
     positive_int,
     run_main,
 )
-from gan_io import JPEG_MAX_SIDE
+from gan_io import JPEG_MAX_IMAGES
 from gan_records import STEPS_HEADER
 
 HERE = Path(__file__).resolve().parent
-LARGEST_BATCH = (JPEG_MAX_SIDE - 2) // 30 * 8  # GAN_testdata.py's JPEG grid limit: 17464 images
 
 
 def batch_size(text):
     value = positive_int(text)
-    if value > LARGEST_BATCH:
-        raise argparse.ArgumentTypeError(f"a grid of more than {LARGEST_BATCH} images is taller than JPEG allows, got {value}")
+    if value > JPEG_MAX_IMAGES:  # GAN_testdata.py's limit for its JPEG grids
+        raise argparse.ArgumentTypeError(f"a grid of more than {JPEG_MAX_IMAGES} images is taller than JPEG allows, got {value}")
     return value
 
 
