@@ -141,13 +141,18 @@ def write_runner_log(path, model_name, batch, latency_ms, engine, threads):
 
 
 def main(args):
+    with tempfile.TemporaryDirectory() as scratch:  # the exported model, when no --onnx is given
+        return benchmark(args, Path(scratch))
+
+
+def benchmark(args, scratch):
     batches = args.batch_sizes
     generator = load_generator(args.pth)
     onnx_path = args.onnx
     if onnx_path is None:
         from GAN_pth2onnx import export_onnx
 
-        onnx_path = Path(tempfile.mkdtemp()) / "GAN.onnx"
+        onnx_path = scratch / "GAN.onnx"
         onnx_path.write_bytes(export_onnx(generator, opset=11))
     threads = torch.get_num_threads()
     models = {"onnxruntime_fp32": onnx_path, **({"onnxruntime_int8": args.int8} if args.int8 else {})}

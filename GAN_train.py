@@ -26,6 +26,7 @@ from gan_cli import (
     InputError,
     check_output_file,
     ensure_dir,
+    non_negative_int,
     positive_int,
     progress,
     refuse_overlap,
@@ -54,7 +55,7 @@ def get_args_parser():
         action="store_true",
         help="also keep each epoch's averaged generator as <output stem>_train/generator_epoch_NNN.pth",
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -154,7 +155,6 @@ def main(args):
             raise InputError(
                 f"{args.resume}: not a training checkpoint of GAN_train.py (expected generator, discriminator, opt_g, opt_d, ema and epoch)"
             )
-    train_dir = ensure_dir(train_dir, "training folder")
     scorer = None
     if args.eval_model:
         from GAN_eval import DigitScorer
@@ -162,6 +162,7 @@ def main(args):
         scorer = DigitScorer(args.eval_model)
 
     images = load_mnist_train(args.data_root, args.download)
+    train_dir = ensure_dir(train_dir, "training folder")  # made once the data is found: a refusal leaves nothing
     generator, discriminator = Generator(), TrainingDiscriminator()
     opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))

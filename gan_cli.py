@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -195,6 +196,7 @@ def run_main(main, parser, argv=None, pass_unknown=False):
             args, args.unknown = parser.parse_known_args(argv)
         else:
             args = parser.parse_args(argv)
+        _refuse_empty_values(parser, args)
         result = main(args)
         sys.stdout.flush()
         _say_warnings(parser.prog, caught)
@@ -211,6 +213,16 @@ def run_main(main, parser, argv=None, pass_unknown=False):
         fail(1, "not enough memory for this step: use smaller batches or fewer files at a time")
     except KeyboardInterrupt:
         fail(128 + signal.SIGINT, "interrupted by SIGINT; temporary files removed, nothing reported as done")
+
+
+def _refuse_empty_values(parser, args):
+    """argparse reads `--flag=--` as an empty list and skips the flag's type and choices: refused as no value."""
+    for action in parser._actions:
+        if action.nargs is None and action.option_strings:
+            value = getattr(args, action.dest, None)
+            appended = isinstance(action, argparse._AppendAction)
+            if (appended and isinstance(value, list) and [] in value) or (not appended and value == [] and action.default != []):
+                parser.error(f"argument {'/'.join(action.option_strings)}: expected one argument ('--' is not a value)")
 
 
 def _hold_warnings():
@@ -362,11 +374,19 @@ def ensure_dir(path, what="output folder"):
     return path
 
 
+def refuse_special_output(path):
+    """A device, pipe or socket is never replaced by an output file (`--save_json /dev/null` keeps /dev/null)."""
+    with contextlib.suppress(OSError):
+        if stat.S_IFMT(os.lstat(path).st_mode) not in (stat.S_IFREG, stat.S_IFLNK, stat.S_IFDIR):
+            raise InputError(f"{path}: is a device, pipe or socket; expected a path for a regular file")
+
+
 def check_output_file(path, flag):
     """An output file path must not be a folder; its folder is created if missing. Checked before any work."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: {flag} is a folder; expected a file path")
+    refuse_special_output(path)
     ensure_dir(path.parent, f"the folder of {flag}")
     return path
 

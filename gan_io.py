@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, pid_alive, signals_deferred
+from gan_cli import InputError, pid_alive, refuse_special_output, signals_deferred
 
 LATENT_DIM = 100
 IMG_SHAPE = (1, 28, 28)
@@ -62,6 +62,7 @@ def atomic_path(path):
     a folder that is not writable) is reported against `path`, the file the user asked for.
     """
     path = Path(path)
+    refuse_special_output(path)
     folder = path.parent
     _sweep_stale_parts(folder)
     tmp = None

@@ -6,6 +6,7 @@ Each test asserts the exit code, the one stderr line, and what is (and is not) l
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -112,3 +113,30 @@ def test_a_nul_byte_in_a_step_record_is_said_by_the_report(pipeline_workdir, tmp
     assert "Traceback" not in result.stderr and "embedded null byte" not in result.stderr
     assert result.returncode == 0, result.stderr
     assert "NUL" in (workdir / "report.md").read_text()
+
+
+def test_an_output_that_is_a_device_or_pipe_is_never_replaced(pipeline_workdir, tmp_path):
+    """`--save_json /dev/null` would have renamed a file over the device (as root): a node of /dev/null's kind, made
+    here, and a FIFO, stay what they are, and the step refuses in one line before it reports anything."""
+    workdir = pipeline_workdir[0]
+    device, fifo = tmp_path / "null", tmp_path / "fifo"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo(fifo)
+    for target in (device, fifo):
+        result = run(
+            "GAN_compare.py", "--online_path", str(workdir / "images"), "--offline_path", str(workdir / "out"), "--save_json", str(target)
+        )
+        assert result.returncode == 1
+        assert_clean_error(result, str(target), "device, pipe or socket")
+    assert stat.S_ISCHR(os.lstat(device).st_mode) and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null"], "no temporary file left beside them"
+
+
+@pytest.mark.parametrize(
+    "command", [("perf_calc.py", "--log=--"), ("GAN_compare.py", "--tolerance=--"), ("GAN_eval.py", "--images_path=--")]
+)
+def test_double_dash_as_a_value_is_no_value(command):
+    """argparse reads `--flag=--` as an empty list and skips the flag's type and choices (a traceback further on)."""
+    result = run(*command)
+    assert result.returncode == 2
+    assert_clean_error(result, f"argument {command[1].split('=')[0]}", "'--' is not a value")

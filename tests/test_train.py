@@ -56,3 +56,10 @@ def test_train_saves_loadable_weights_samples_and_resumes(tmp_path):
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     result = run_script("GAN_train.py", "--data_root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "g.pth"), check=False)
     assert_clean_error(result, "MNIST not found", "train-images-idx3-ubyte", "--download")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refusal makes no training folder (g_train/)"
+
+
+def test_thread_count_is_checked_where_it_is_parsed(tmp_path):
+    result = run_script("GAN_train.py", "--data_root", str(tmp_path), "--output", str(tmp_path / "g.pth"), "--threads", "-3", check=False)
+    assert result.returncode == 2
+    assert_clean_error(result, "GAN_train.py: error: argument --threads", "-3")
