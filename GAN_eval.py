@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, check_output_file, import_required, positive_int, progress, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, check_output_file, import_required, positive_int, progress, refuse_overlap, run_main, seed32
 from gan_io import numbered_files, read_bytes, read_online, read_output
 from gan_onnx import onnx_session
 from gan_records import save_step
@@ -61,7 +61,7 @@ def get_args_parser():
     parser.add_argument("--train_classifier", action="store_true", help="train the classifier on --data_root and write it")
     parser.add_argument("--data_root", default=None, help="MNIST root (MNIST/raw/*-idx*-ubyte), for --train_classifier")
     parser.add_argument("--epochs", type=positive_int, default=4, help="classifier training epochs")
-    parser.add_argument("--seed", type=int, default=0, help="classifier training seed")
+    parser.add_argument("--seed", type=seed32, default=0, help="classifier training seed")
     return parser
 
 

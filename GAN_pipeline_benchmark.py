@@ -36,7 +36,7 @@ def get_args_parser():
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs of the base workload")
     parser.add_argument("--scale", type=int, default=10, help="the large run does scale x iters (0: no large run)")
     parser.add_argument("--outfmt", type=outfmt, default="TXT", choices=["TXT", "BIN"], help="offline output format, any case")
-    parser.add_argument("--keep", action="store_true", help="keep the work folders")
+    parser.add_argument("--keep", action="store_true", help="keep the work folders (made in TMPDIR; their paths are printed)")
     return parser
 
 
@@ -62,7 +62,10 @@ def run_pipeline(pth, iters, batch_size, outfmt, keep):
             text=True,
         )
         if result.returncode != 0:
-            raise InputError(f"run_pipeline.sh failed ({result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
+            kept = f", its workdir kept: {workdir}" if keep else ""
+            raise InputError(f"run_pipeline.sh failed ({result.returncode}){kept}: {result.stderr.strip().splitlines()[-1:]}")
+        if keep:
+            print(f"kept {workdir}", flush=True)
         steps = {name: (float(seconds), int(mb) if mb else None) for name, seconds, mb in STEP_LINE.findall(result.stdout)}
         return steps
     finally:

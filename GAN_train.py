@@ -16,6 +16,7 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 
 
 import argparse
+import contextlib
 import copy
 import math
 import time
@@ -32,6 +33,7 @@ from gan_cli import (
     refuse_overlap,
     require_modules,
     run_main,
+    seed32,
 )
 
 
@@ -42,7 +44,7 @@ def get_args_parser():
     parser.add_argument("--epochs", type=positive_int, default=130, help="passes over the training set")
     parser.add_argument("--batch_size", type=positive_int, default=64, help="images per step")
     parser.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate of both networks")
-    parser.add_argument("--seed", type=int, default=1, help="seed of torch and numpy")
+    parser.add_argument("--seed", type=seed32, default=1, help="seed of torch and numpy")
     parser.add_argument("--output", required=True, help="generator weights to write (plain state_dict)")
     parser.add_argument("--resume", default=None, help="training checkpoint to continue from (<output stem>_train/checkpoint.pt)")
     parser.add_argument("--ema_decay", type=float, default=0.999, help="decay of the generator's moving average (0: none)")
@@ -102,9 +104,13 @@ def load_mnist_train(root, download):
     """MNIST training images as one float tensor (60000, 784) in [-1, 1] (gan.py's Normalize([0.5], [0.5]))."""
     from torchvision.datasets import MNIST
 
+    made = [p for p in (Path(root), Path(root) / "MNIST", Path(root) / "MNIST" / "raw") if not p.exists()]
     try:
         dataset = MNIST(root=root, train=True, download=download)
     except RuntimeError as err:
+        for folder in reversed(made):  # a failed download leaves none of the folders it made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise InputError(
             f"MNIST not found under {root} (expected {Path(root) / 'MNIST/raw/train-images-idx3-ubyte'} "
             f"and its label file): copy the four idx files there or pass --download ({err})"

@@ -275,6 +275,14 @@ def non_negative_int(text):
     return value
 
 
+def seed32(text):
+    """argparse type for a seed of torch and numpy's legacy generator (np.random.seed): 0 to 2**32 - 1."""
+    value = _int(text, "an integer from 0 to 4294967295")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 4294967295 (2**32 - 1), got {text.strip()[:40]}")
+    return value
+
+
 def batch_sizes(text):
     """argparse type for a list of batch sizes, "1 16 64" or "1,16,64": distinct positive integers, in the given order."""
     try:

@@ -1,6 +1,7 @@
 """GAN_train.py for a few steps on a tiny MNIST-format dataset that the test writes itself (no ../shared)."""
 
 import numpy as np
+import pytest
 import torch
 from test_models import OFFICIAL_KEYS
 
@@ -59,7 +60,9 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refusal makes no training folder (g_train/)"
 
 
-def test_thread_count_is_checked_where_it_is_parsed(tmp_path):
-    result = run_script("GAN_train.py", "--data_root", str(tmp_path), "--output", str(tmp_path / "g.pth"), "--threads", "-3", check=False)
+@pytest.mark.parametrize(("flag", "value"), [("--threads", "-3"), ("--seed", "-3"), ("--seed", str(2**32))])
+def test_numbers_are_checked_where_they_are_parsed(tmp_path, flag, value):
+    """Found by the command-line fuzzer: torch's and numpy's own tracebacks for a negative thread count or seed."""
+    result = run_script("GAN_train.py", "--data_root", str(tmp_path), "--output", str(tmp_path / "g.pth"), flag, value, check=False)
     assert result.returncode == 2
-    assert_clean_error(result, "GAN_train.py: error: argument --threads", "-3")
+    assert_clean_error(result, f"GAN_train.py: error: argument {flag}", value)
