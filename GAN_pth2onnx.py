@@ -73,7 +73,7 @@ import torch.nn as nn
 
 from gan_io import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
 from gan_onnx import onnx_session
-from gan_perf import describe_cpu
+from gan_perf import describe_cpu, versions
 from gan_records import save_step
 from models import load_generator
 
@@ -316,7 +316,14 @@ def main(args):
         save_step(
             args.save_json,
             "export",
-            {"input_file": str(args.input_file), "opset": args.opset, "fold": args.fold, "max_diff": args.max_diff, "models": checks},
+            {
+                "input_file": str(args.input_file),
+                "opset": args.opset,
+                "fold": args.fold,
+                "max_diff": args.max_diff,
+                "models": checks,
+                "versions": versions("torch", "onnx", "onnxruntime", "numpy"),
+            },
         )
 
 

@@ -33,15 +33,14 @@ import platform
 import re
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
 from gan_cli import HelpFormatter, InputError, check_output_file, run_main
 from gan_io import file_digest, read_regular, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, describe_cpu
-from gan_records import read_step, read_steps, read_summary
-from gan_runs import beside_run, open_run
+from gan_perf import REFERENCE_SERIES, describe_cpu, versions
+from gan_records import read_regression, read_step, read_steps
+from gan_runs import beside_run, run_summary
 
 GRIDS_SHOWN = 3  # online and offline grids of the first batches, side by side
 MAX_PICTURE_BYTES = 32 * 1024 * 1024
@@ -98,16 +97,6 @@ def part(workdir, name, reader=read_step, optional=False, how=""):
         return reader(path), None
     except InputError as err:
         return None, ("invalid", [f"{name} cannot be used: {err}"])
-
-
-def versions():
-    found = {}
-    for package in ("torch", "onnxruntime", "onnx", "numpy", "Pillow"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 def picture(workdir, relative, caption, sha256=None):
@@ -172,7 +161,7 @@ def section_environment(workdir, testdata, export, summary):
         ["CPU (offline step)" if cpu else "CPU (this report)", describe_cpu(cpu)],
         ["OS", platform.platform()],
         ["Python", platform.python_version()],
-        *[[name, version] for name, version in versions().items()],
+        *[[name, version] for name, version in versions("torch", "onnxruntime", "onnx", "numpy", "Pillow").items() if name != "python"],
     ]
     if testdata:
         rows += [["seed", testdata["seed"]], ["batches x batch size", f"{testdata['iters']} x {testdata['batch_size']}"]]
@@ -276,6 +265,25 @@ def section_quality(evaluation, problem):
     ]
 
 
+def section_baseline(regression, problem):
+    """GAN_regression.py's rows (run_pipeline.sh --baseline): every figure that is not the same, and the count of those that are."""
+    blocks = [("h2", "对比基线", "Against the baseline")]
+    if problem:
+        return blocks + [problem]
+    shown = [r for r in regression["rows"] if r["verdict"] != "same"]
+    rows = [[r["section"], r["figure"], r["baseline"], r["candidate"], r["change"], r["verdict"], r["reason"]] for r in shown]
+    same = len(regression["rows"]) - len(shown)
+    blocks.append(
+        ("p", ["Against ", Code(regression["baseline"]), f": {regression['verdict']} ({regression['worse']} worse; {same} figures the same, not listed). "
+               f"Speed: worse only beyond x{regression['factor']:g} and at p < {regression['alpha']:g} (one-sided Mann-Whitney U on the per-call latencies); "
+               f"image quality: {1 - regression['alpha']:.0%} bootstrap intervals ({regression['resamples']} resamples)."])
+    )  # fmt: skip
+    if rows:
+        header = ["部分 Part", "数字 Figure", "基线 Baseline", "本次 This run", "变化 Change", "结论 Verdict", "原因 Why"]
+        blocks.append(("table", header, rows))
+    return blocks
+
+
 def section_pictures(workdir):
     blocks = [("h2", "在线与离线图片", "Online and offline images")]
     pairs = [(f"images/{i}.jpg", f"genimg/{i}.jpg") for i in range(GRIDS_SHOWN) if os.path.lexists(workdir / "images" / f"{i}.jpg")]
@@ -375,13 +383,12 @@ def runner_summary(workdir):
     if not os.path.lexists(workdir / "out"):
         return None, ("missing", ["out/ is missing (the offline step, run_msame.sh)"])
     try:
-        run = open_run(workdir / "out")
+        run, summary = run_summary(workdir / "out")
     except InputError as err:
         return None, ("invalid", [f"the offline run cannot be used: {err}"])
-    path = beside_run(run.path, "_summary.json")
-    if not (run.manifest and path.name in (run.manifest.get("beside") or {})):
+    if summary is None:
         return None, ("missing", [f"the run {run.path.name} has no runner's summary: it ran with another tool"])
-    summary = read_summary(path)  # its sha256 was checked with the run
+    path = beside_run(run.path, "_summary.json")
     summary["_path"] = relative_inside(workdir, str(path)) or str(path)
     return summary, None
 
@@ -521,6 +528,13 @@ def main(args):
         workdir, "sweep/sweep.json", optional=True, how=" (run_pipeline.sh --sweep, or perf_sweep.py --output <workdir>/sweep)"
     )
     summary, summary_problem = runner_summary(workdir)
+    regression, regression_problem = part(
+        workdir,
+        "regression.json",
+        read_regression,
+        optional=True,
+        how=" (run_pipeline.sh --baseline DIR, or GAN_regression.py --save_json)",
+    )
     name = workdir.resolve().name
     blocks = [
         ("h1", "GAN 离线推理报告", f"GAN offline inference report, {name}"),
@@ -543,6 +557,7 @@ def main(args):
         section_quality(evaluation, eval_problem),
         section_pictures(workdir),
         section_performance(workdir, perf, perf_problem, summary, summary_problem, sweep, sweep_problem),
+        *([section_baseline(regression, regression_problem)] if regression or regression_problem[0] != "not_run" else []),
     ):
         blocks += section
     write_bytes_atomic(html_path, to_html(blocks, f"GAN offline inference report: {name}").encode(errors="surrogateescape"))

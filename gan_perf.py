@@ -12,6 +12,8 @@ import functools
 import os
 import platform
 import re
+import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,49 @@ def cpu_features(cpuinfo="/proc/cpuinfo"):
         "cores": cores,
     }
     return found
+
+
+def versions(*packages):
+    """{python, <package>: version or "not installed"}: what a run records beside its figures."""
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+class MachineLoad:
+    """How busy the machine was while a block ran: the share of its wall time in which some task waited for a CPU
+    (Linux's pressure stall information, /proc/pressure/cpu; None where the kernel has none), and the load averages
+    at its end. A run that waited for CPUs was measured on a busy machine: its figures are noise, not change."""
+
+    def __enter__(self):
+        self.wall, self.stall = time.monotonic(), _cpu_stall_us()
+        return self
+
+    def __exit__(self, *exc):
+        wall, stall = time.monotonic() - self.wall, _cpu_stall_us()
+        share = (stall - self.stall) / 1e6 / wall if stall is not None and self.stall is not None and wall > 0 else None
+        self.figures = {"cpu_wait_share": None if share is None else round(min(max(share, 0.0), 1.0), 4)}
+        self.figures["loadavg"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+        return False
+
+
+def describe_load(figures):
+    """`tasks waited for a CPU 3.2% of the time; load average 0.52 0.40 0.31`: beside a timing, the machine's state."""
+    share, loadavg = figures.get("cpu_wait_share"), figures.get("loadavg")
+    waited = "CPU waits not measured (no /proc/pressure/cpu)" if share is None else f"tasks waited for a CPU {share:.1%} of the time"
+    return waited + (f"; load average {' '.join(f'{v:g}' for v in loadavg)}" if loadavg else "")
+
+
+def _cpu_stall_us(path="/proc/pressure/cpu"):
+    try:
+        some = Path(path).read_text().split("\n")[0]
+        return int(some.rsplit("total=", 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def describe_cpu(cpu=None):

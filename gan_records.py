@@ -253,6 +253,8 @@ SUMMARY = {
     "npu_compute_time_list?": ListOf(Number()),
     "cpu?": CPU,
     "threads?": str,
+    "versions?": MapOf(str),
+    "load?": {"cpu_wait_share": Nullable(Number(0, 1)), "loadavg": Nullable(ListOf(Number(0)))},
 }
 
 PICTURE = {"path": str, "sha256": SHA256}
@@ -280,6 +282,7 @@ STEP_RECORDS = {
             min_len=1,
         ),
         "cpu?": CPU,
+        "versions?": MapOf(str),
     },
     "testdata.json": {
         "pth_path": str,
@@ -357,6 +360,42 @@ STEP_RECORDS = {
         "cpu?": CPU,
     },
 }
+
+
+REGRESSION_VERDICT = OneOf("improved", "same", "worse", "not comparable", "differs")
+STEP_RECORDS["regression.json"] = {
+    "format": OneOf("gan-regression/1"),
+    "baseline": str,
+    "candidate": str,
+    "factor": Number(1),
+    "alpha": Number(0),
+    "error_factor": Number(1),
+    "resamples": Count(1),
+    "rows": ListOf(
+        {
+            "section": OneOf("environment", "outputs", "precision", "image quality", "speed"),
+            "figure": str,
+            "baseline": str,
+            "candidate": str,
+            "change": str,
+            "verdict": REGRESSION_VERDICT,
+            "reason": str,
+            "interval?": ListOf(Number(), 2),
+            "p_slower?": Number(0),
+            "p_faster?": Number(0),
+            "calls?": ListOf(Count(1), 2),
+            "drift?": ListOf(Number(0), 2),
+        },
+        1,
+    ),
+    "worse": Count(),
+    "verdict": OneOf("worse", "nothing worse"),
+}
+
+
+def read_regression(path):
+    """GAN_regression.py's --save_json, whatever the file is called."""
+    return read_json(path, STEP_RECORDS["regression.json"], "regression record of GAN_regression.py")
 
 
 def save_step(path, step, value):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gan_cli import InputError, ensure_dir, pid_alive
 from gan_io import count_rows, file_digest, stale_part
-from gan_records import MANIFEST, MANIFEST_FORMAT, parse_instant, read_atc_record, read_manifest, write_json
+from gan_records import MANIFEST, MANIFEST_FORMAT, parse_instant, read_atc_record, read_manifest, read_summary, write_json
 
 # <i>_output_0.txt (msame folder mode) or <i>_0.bin (ais_bench): the batch index is the whole leading number.
 OUTPUT_NAME = re.compile(r"^(\d+)(?:_output)?_0\.(txt|bin|npy)$")
@@ -282,6 +282,16 @@ def open_run(path):
     if not runs:
         raise InputError(f"{real}: no output files (<i>_output_0.txt|bin or <i>_0.txt|bin|npy) in it or in a run folder under it")
     return _checked(*runs[-1])
+
+
+def run_summary(output_root):
+    """(the newest complete run under output_root, the runner's summary beside it, checked with the run as its
+    manifest lists it; None when another tool ran it)."""
+    run = open_run(output_root)
+    path = beside_run(run.path, "_summary.json")
+    if not (run.manifest and path.name in (run.manifest.get("beside") or {})):
+        return run, None
+    return run, read_summary(path)  # its sha256 was checked with the run
 
 
 def _runs_under(root):

@@ -57,7 +57,7 @@ from gan_cli import (
 )
 from gan_io import format_msame_txt, one_line_reason, read_bytes, write_bytes_atomic
 from gan_onnx import model_signature, onnx_session, read_model
-from gan_perf import cpu_features, describe_cpu, latency_stats, stats_lines
+from gan_perf import MachineLoad, cpu_features, describe_cpu, describe_load, latency_stats, stats_lines, versions
 from gan_records import SUMMARY, write_json
 from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
 
@@ -479,12 +479,14 @@ def main(args):
         )
         if len(devices) == 1:
             print(f"[INFO] threads per worker: {runner.describe_threads()}")
-            times, nonfinite = runner.run_files(files, run.dir, args.outfmt, args.loop, args.warmup, stem=stem)
+            with MachineLoad() as load:
+                times, nonfinite = runner.run_files(files, run.dir, args.outfmt, args.loop, args.warmup, stem=stem)
             per_worker = {devices[0]: times}
             print_averages(times, folder_mode=not file_mode)
         else:
             shares = [files[d :: len(devices)] for d in range(len(devices))]
-            results = run_workers(model_path, args.threads, shares, run.dir, args.outfmt, args.loop, args.warmup)
+            with MachineLoad() as load:
+                results = run_workers(model_path, args.threads, shares, run.dir, args.outfmt, args.loop, args.warmup)
             per_worker = {device: result[0] for device, result in zip(devices, results)}
             for device, share, (device_times, _, threads) in zip(devices, shares, results):
                 print(f"[INFO] device {device}: {len(share)} file(s), threads {threads}")
@@ -507,7 +509,8 @@ def main(args):
             )
         else:
             print(f"[INFO] outputs holding non-finite values (NaN or Inf): 0 of {len(expected)}")
-        summary = write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner)
+        print(f"[INFO] machine load while timed: {describe_load(load.figures)}")
+        summary = write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner, load.figures)
         run.complete(expected, beside=[summary], nonfinite_outputs=nonfinite)
     print(run.dir)
     print(f"[INFO] pid: {os.getpid()} Execute sample success")
@@ -525,7 +528,7 @@ def bytes_per_row(features, output_values, outfmt):
     return 4 * features + output_values * (72 if outfmt == "TXT" else 26)
 
 
-def write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner):
+def write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner, load):
     """<output>/.<run>_summary.json in ais_bench's summary layout (NPU_compute_time, throughput, the per-call list),
     so tools that read ais_bench's summaries read this one; "tool" says what really ran, "cpu" on what. Its path."""
     per_file = len(expected) // len(files)
@@ -547,6 +550,8 @@ def write_summary(run, args, files, expected, card, times, batch, per_worker, th
         "pid": os.getpid(),
         "cpu": cpu_features(),
         "threads": runner.describe_threads() if len(per_worker) == 1 else "per worker, in the log",
+        "versions": versions("onnxruntime", "numpy"),
+        "load": load,
     }
     path = beside_run(run.dir, "_summary.json")
     write_json(path, summary, SUMMARY)

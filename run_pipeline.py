@@ -71,6 +71,9 @@ def get_args_parser():
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors")
     parser.add_argument("--outfmt", type=outfmt, default="TXT", help="offline output format, TXT or BIN in any case")
     parser.add_argument(
+        "--baseline", default=None, help="a workdir of an earlier run: GAN_regression.py judges this run against it (report section)"
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="also run perf_sweep.py into <workdir>/sweep (about 15 s), shown in the report"
     )
     return parser
@@ -150,8 +153,9 @@ class Steps:
         with open(self.table, "a") as table:
             table.write(f"{name}\t{status}\t{seconds:.2f}\t{peak}\t{shown}\n")
 
-    def run(self, name, command, shown=None, stdout=None):
-        """Run one step; on failure raise Stop with the step's exit code (or 128 + N for a signal)."""
+    def run(self, name, command, shown=None, stdout=None, judgement=False):
+        """Run one step; on failure raise Stop with the step's exit code (or 128 + N for a signal). A judgement (the
+        regression step) that exits 1 has said why in its line; the pipeline goes on to the report and exits 1."""
         shown = shown or shlex.join(command)
         print(f"== {name}: {shown}", flush=True)
         parent = os.getpid()
@@ -183,9 +187,13 @@ class Steps:
             raise Stop(128 - code)
         if code != 0:
             self._record(name, f"failed (exit {code})", seconds, peak, shown)
+            if judgement and code == 1:
+                self.timings.append(f"{name:<10} {seconds:7.2f} s  {str(peak) + ' MB':>8}  (exit 1: see its line)")
+                return 1
             raise Stop(code)  # the step printed its one line
         self._record(name, "ok", seconds, peak, shown)
         self.timings.append(f"{name:<10} {seconds:7.2f} s  {str(peak) + ' MB':>8}")
+        return 0
 
     @staticmethod
     def _wait_for_group(pgid):
@@ -210,6 +218,8 @@ def main(args):
             f"the export and testdata steps need {' and '.join(missing)}, which {sys.executable} cannot import: pip install -r "
             f"requirements.txt (on an inference host with requirements-offline.txt, run the offline steps one by one, README section 5 on)"
         )
+    if args.baseline is not None and not Path(args.baseline, "steps.tsv").is_file():
+        raise InputError(f"{args.baseline}: --baseline is not a workdir of run_pipeline.sh (no steps.tsv in it)")
     workdir, lock = make_workdir(args.workdir)
     python = os.environ.get("PYTHON") or sys.executable
     log = workdir / f"GAN_bs{args.batch_size}.log"
@@ -240,6 +250,10 @@ def main(args):
         step("perf", [python, str(HERE / "perf_calc.py"), "--log", str(log), "--save_json", str(workdir / "perf.json")])
         if args.sweep:
             step("sweep", [python, str(HERE / "perf_sweep.py"), "--model", str(workdir / "GAN.onnx"), "--output", str(workdir / "sweep")])
+        judged = 0
+        if args.baseline is not None:
+            judged = step("regression", [python, str(HERE / "GAN_regression.py"), "--baseline", str(args.baseline), "--candidate",
+                                         str(workdir), "--save_json", str(workdir / "regression.json")], judgement=True)  # fmt: skip
         step("report", [python, str(HERE / "GAN_report.py"), "--workdir", str(workdir)])
     except Stop as stop:
         sys.stdout.flush()
@@ -264,7 +278,7 @@ def main(args):
     print(f"== report: {workdir}/report.html")
     print(f"== report: {workdir}/report.md")
     lock.close()
-    return 0
+    return judged  # 1: worse than the baseline, as the regression step's line said
 
 
 if __name__ == "__main__":

@@ -142,6 +142,13 @@ SPECS = {
         work={"--images", "--warmup", "--loop"},
         cheap={"--batch_sizes": "1,4", "--images": "8", "--warmup": "0", "--quiet": None},
     ),
+    "GAN_regression.py": dict(
+        inputs={"--baseline": ["workdir"], "--candidate": ["workdir"], "--classifier": ["classifier"], "--reference_stats": ["stats"]},
+        outputs={"--save_json": None},
+        required={"--baseline": "workdir", "--candidate": "workdir"},
+        work={"--resamples"},
+        cheap={"--resamples": "20"},
+    ),
     "GAN_report.py": dict(
         inputs={"--workdir": ["workdir"]},
         outputs={},
@@ -156,7 +163,7 @@ SPECS = {
         cheap={"--batch_sizes": "4"},
     ),
     "run_pipeline.py": dict(
-        inputs={"--pth": ["pth"]},
+        inputs={"--pth": ["pth"], "--baseline": ["workdir"]},
         outputs={"--workdir": "runs"},
         required={"--pth": "pth"},
         work={"--iters"},

@@ -20,6 +20,7 @@ OFFLINE_STEPS = (
     "perf_calc.py",
     "perf_sweep.py",
     "GAN_report.py",
+    "GAN_regression.py",
 )
 
 

@@ -64,6 +64,7 @@ def test_the_documents_cover_the_scripts_users_run():
         "GAN_report.py",
         "atc_convert.sh",
         "GAN_layer_compare.py",
+        "GAN_regression.py",
     ):
         assert script in documented, script
 

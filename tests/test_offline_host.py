@@ -103,6 +103,8 @@ def test_every_offline_step_runs_without_torch(offline_python, onnx_model, testd
     report = offline(offline_python, "GAN_report.py", "--workdir", str(work))
     assert "wrote" in report.stdout and "invalid" not in report.stdout
     assert "onnxruntime" in (work / "report.md").read_text()
+    judged = offline(offline_python, "GAN_regression.py", "--baseline", str(work), "--candidate", str(work), "--resamples", "20")
+    assert "verdict: nothing worse" in judged.stdout
 
 
 def test_the_driver_of_the_ascend_tools_runs_without_torch(offline_python, onnx_model, testdata, tmp_path):
