@@ -104,6 +104,7 @@ class Workdir:
         if not self.path.is_dir():
             raise InputError(f"{path}: {flag} is not a workdir (no such folder)")
         self.records = {name: self._record(name) for name in ("export.json", "testdata.json", "compare.json", "perf.json")}
+        self.records["sweep.json"] = self._record("sweep/sweep.json")
         self.run, self.summary = None, None
         if (self.path / "out").exists():
             self.run, self.summary = run_summary(self.path / "out")
@@ -434,20 +435,20 @@ def speed_rows(base, cand, factor, alpha):
     for key in sorted(set(b_logs) & set(c_logs)):
         if key[0] == "onnxruntime" and "calls" in rows[0]:
             continue  # the runner's own log: judged above, on its per-call latencies
-        b_fps, c_fps = b_logs[key]["fps"], c_logs[key]["fps"]
-        beyond = max(b_fps / c_fps, c_fps / b_fps) > factor if b_fps and c_fps else True
-        rows.append(
-            row(
-                "speed",
-                f"images/s of {key[0]}'s log, batch {key[1]}",
-                b_fps,
-                c_fps,
-                "not comparable" if beyond else "same",
-                f"beyond x{factor:g}, but a log holds no per-call latencies to tell change from noise" if beyond else f"within x{factor:g}",
-                ratio_text(b_fps, c_fps),
-            )
-        )
+        rows.append(log_row(f"images/s of {key[0]}'s log, batch {key[1]}", b_logs[key]["fps"], c_logs[key]["fps"], factor, "a log"))
+    b_sweep = {r["batch_size"]: r for r in (base.records["sweep.json"] or {}).get("rows", [])}
+    c_sweep = {r["batch_size"]: r for r in (cand.records["sweep.json"] or {}).get("rows", [])}
+    for batch in sorted(set(b_sweep) & set(c_sweep)):
+        b_fps, c_fps = b_sweep[batch]["images_per_s_per_card"], c_sweep[batch]["images_per_s_per_card"]
+        rows.append(log_row(f"images/s of the sweep, batch {batch}", b_fps, c_fps, factor, "a sweep"))
     return rows
+
+
+def log_row(figure, b_fps, c_fps, factor, what):
+    """A figure with no per-call latencies beside it: within the factor it is the same; beyond it, not comparable."""
+    beyond = max(b_fps / c_fps, c_fps / b_fps) > factor if b_fps and c_fps else True
+    reason = f"beyond x{factor:g}, but {what} holds no per-call latencies to tell change from noise" if beyond else f"within x{factor:g}"
+    return row("speed", figure, b_fps, c_fps, "not comparable" if beyond else "same", reason, ratio_text(b_fps, c_fps))
 
 
 # ---------------------------------------------------------------------------------------------------------

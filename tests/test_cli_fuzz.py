@@ -18,7 +18,7 @@ The contract, checked on every run:
 Runs go through tests/cli_forkserver.py (a fresh child per command, libraries preloaded). A NUL byte cannot reach a
 program through argv (execve refuses it), so NUL is drawn inside files and records, where it can. Huge values of
 flags that only ask for more work (--loop, --rounds, ...) are a long run by request, not a fault: those flags draw
-only values that must be refused or small ones. CI runs GAN_CLI_FUZZ_EXAMPLES (default 5) commands per script;
+only values that must be refused or small ones. CI runs GAN_CLI_FUZZ_EXAMPLES (default 5; 2 for the scripts whose valid commands take seconds) commands per script;
 a campaign: GAN_CLI_FUZZ_EXAMPLES=400 python -m pytest -q -p no:randomly tests/test_cli_fuzz.py.
 """
 
@@ -586,9 +586,13 @@ def record_campaign(script, argv, reply, broken, stderr):
     return bool(log)
 
 
+HEAVY = {"GAN_benchmark.py", "GAN_int8_schemes.py", "GAN_pipeline_benchmark.py", "run_pipeline.py", "GAN_regression.py"}
+
+
 @pytest.mark.parametrize("script", sorted(SPECS))
 def test_every_flag_keeps_the_contract(script, forkserver, pool):
-    @fuzz
+    # The scripts whose valid commands take seconds draw fewer commands in CI; a campaign draws as many for each.
+    @settings(fuzz, max_examples=min(EXAMPLES, 2) if script in HEAVY and EXAMPLES <= 5 else EXAMPLES)
     @given(drawn=command(script))
     def check(drawn):
         words, tmpdir_missing = drawn

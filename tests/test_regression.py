@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_clean_error, random_generator, run_script
-from gan_records import MANIFEST, SUMMARY, read_manifest, read_regression, read_summary, write_json
+from gan_records import MANIFEST, SUMMARY, read_manifest, read_regression, read_summary, save_step, write_json
 from GAN_regression import mann_whitney_greater
 from gan_runs import _digest, beside_run, manifest_path, run_summary
 
@@ -270,3 +270,35 @@ def test_the_record_reads_back_and_a_spoiled_one_is_refused(quiet_pair, tmp_path
     with pytest.raises(Exception, match="verdict"):
         read_regression(path)
     assert read_summary(beside_run(run_summary(candidate / "out")[0].path, "_summary.json"))["cpu"]
+
+
+def test_sweeps_are_compared_at_every_batch_size_in_both(quiet_pair, tmp_path):
+    """A sweep holds no per-call latencies: within the factor the same, beyond it not comparable, never worse."""
+    baseline, candidate, _ = quiet_pair
+
+    def sweep(workdir, rates):
+        rows = [
+            {
+                "batch_size": b,
+                "images_per_s_per_card": r,
+                "latency_ms": 1000 * b / r,
+                "p50_ms": None,
+                "p99_ms": None,
+                "chips": 1,
+                "chips_rule": "1",
+                "tool": "onnxruntime",
+            }
+            for b, r in rates.items()
+        ]
+        best = max(rows, key=lambda r: r["images_per_s_per_card"])
+        (workdir / "sweep").mkdir()
+        save_step(workdir / "sweep" / "sweep.json", "sweep", {"model": "GAN.onnx", "device": "0", "rows": rows, "best_batch": best["batch_size"],
+                  "best_images_per_s_per_card": best["images_per_s_per_card"], "plot": None})  # fmt: skip
+
+    sweep(baseline, {1: 5000.0, 16: 40000.0, 64: 60000.0})
+    sweep(candidate, {1: 5100.0, 16: 20000.0, 32: 50000.0})
+    _, record = regression(baseline, candidate, tmp_path)
+    speed = rows_of(record, "speed")
+    assert speed["images/s of the sweep, batch 1"]["verdict"] == "same"
+    assert speed["images/s of the sweep, batch 16"]["verdict"] == "not comparable"
+    assert not any("batch 32" in figure or "sweep, batch 64" in figure for figure in speed), "only batch sizes in both"
