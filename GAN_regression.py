@@ -19,6 +19,7 @@ used, in one line), 2 for a bad flag.
 """
 
 import argparse
+import functools
 import hashlib
 import math
 import sys
@@ -117,7 +118,9 @@ class Workdir:
         path = self.path / name
         return read_step(path) if path.exists() else None
 
+    @functools.cached_property
     def inputs_digest(self):
+        """`N files, sha256 <first 16>` of vectors/ (None without it): read once, however often it is compared."""
         if not self.inputs:
             return None
         digest = hashlib.sha256()
@@ -172,7 +175,7 @@ def environment_rows(base, cand):
             "sha256 of GAN.onnx": work.file_sha(work.path / "GAN.onnx"),
             "workload (batches x batch size)": testdata and f"{testdata['iters']} x {testdata['batch_size']}",
             "seed": testdata.get("seed"),
-            "inputs (vectors/)": work.inputs_digest(),
+            "inputs (vectors/)": work.inputs_digest,
             "CPU waits while timed": busy_text(summary.get("load")),
         }
         return found
@@ -206,9 +209,9 @@ def output_rows(base, cand):
                 "a run is missing",
             )
         ]
-    if base.inputs_digest() is None or base.inputs_digest() != cand.inputs_digest():
+    if base.inputs_digest is None or base.inputs_digest != cand.inputs_digest:
         return [
-            row("outputs", "offline outputs", base.inputs_digest(), cand.inputs_digest(), "not comparable", "the runs had different inputs")
+            row("outputs", "offline outputs", base.inputs_digest, cand.inputs_digest, "not comparable", "the runs had different inputs")
         ]
     if sorted(base.run.outputs) != sorted(cand.run.outputs):
         return [row("outputs", "offline outputs", len(base.run.outputs), len(cand.run.outputs), "not comparable", "different output files")]
@@ -400,24 +403,24 @@ def speed_rows(base, cand, factor, alpha):
         slower_p, faster_p = mann_whitney_greater(c_times, b_times), mann_whitney_greater(b_times, c_times)
         batch = int(bs["batchsize"])
         tested = {"p_slower": slower_p, "p_faster": faster_p, "calls": [len(b_times), len(c_times)]}
-        busy = [
+        noisy = [
             f"the {side}'s tasks waited for a CPU {share:.0%} of the time"
             for side, share in (("baseline", wait_share(bs)), ("candidate", wait_share(cs)))
             if share is not None and share > BUSY_SHARE
         ]
-        for side, times in (("baseline", b_times), ("candidate", c_times)):
-            moved = drift(times)
+        drifts = [drift(b_times), drift(c_times)]
+        for side, times, moved in (("baseline", b_times, drifts[0]), ("candidate", c_times, drifts[1])):
             if moved is None:
-                busy.append(f"the {side} has {len(times)} calls, too few to measure its drift ({2 * DRIFT_BLOCKS} at least)")
+                noisy.append(f"the {side} has {len(times)} calls, too few to measure its drift ({2 * DRIFT_BLOCKS} at least)")
             elif moved > factor:
-                busy.append(f"the {side}'s speed drifted x{moved:.2f} within the run, more than x{factor:g}")
-        tested["drift"] = [drift(b_times) or 0.0, drift(c_times) or 0.0]
+                noisy.append(f"the {side}'s speed drifted x{moved:.2f} within the run, more than x{factor:g}")
+        tested["drift"] = [d or 0.0 for d in drifts]
         for figure, b_value, c_value, faster_larger in (
             ("p50 latency (ms)", float(np.median(b_times)), float(np.median(c_times)), False),
             ("mean latency (ms)", float(np.mean(b_times)), float(np.mean(c_times)), False),
             ("images/s", bs["throughput"], cs["throughput"], True),
         ):
-            verdict, reason = speed_verdict(b_value, c_value, factor, slower_p, faster_p, alpha, faster_larger, " and ".join(busy))
+            verdict, reason = speed_verdict(b_value, c_value, factor, slower_p, faster_p, alpha, faster_larger, " and ".join(noisy))
             rows.append(row("speed", f"{figure}, batch {batch}", b_value, c_value, verdict, reason, ratio_text(b_value, c_value), **tested))
     else:
         rows.append(
