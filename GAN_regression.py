@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, run_main
+from gan_cli import HelpFormatter, InputError, bounded_number, check_output_file, refuse_overlap, run_main
 from GAN_compare import TOLERANCES, Agreement, judge
 from GAN_eval import CLASSIFIER, REFERENCE_STATS, DigitScorer, frechet_distance
 from gan_io import file_digest, numbered_files, read_output
@@ -41,40 +41,9 @@ BUSY_SHARE = 0.10  # a run whose tasks waited for a CPU longer than this share o
 DRIFT_BLOCKS = 10  # a run's per-call latencies in this many blocks of consecutive calls: its drift is max/min of their medians
 
 
-def factor_above_one(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 1):
-        raise ValueError(text)
-    return value
-
-
-factor_above_one.__name__ = "a factor above 1"
-
-
-def probability(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise ValueError(text)
-    return value
-
-
-probability.__name__ = "a probability in (0, 1)"
-
-
-def resample_count(text):
-    value = int(text) if text.strip().isdigit() else 0
-    if not 20 <= value <= 100000:
-        raise ValueError(text)
-    return value
-
-
-resample_count.__name__ = "a count from 20 to 100000"
+factor_above_one = bounded_number(float, lambda value: value > 1, "a factor above 1")
+probability = bounded_number(float, lambda value: 0 < value < 1, "a probability in (0, 1)")
+resample_count = bounded_number(int, lambda value: 20 <= value <= 100000, "a count from 20 to 100000")
 
 
 def get_args_parser():

@@ -9,6 +9,7 @@ way out (gan_io.atomic_path). Bugs still raise. Needs only the standard library.
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import signal
@@ -308,6 +309,23 @@ def non_negative_float(text):
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+def bounded_number(kind, accept, expected):
+    """An argparse type: `kind(text)` (int or float), finite, for which accept(value) holds; else one line, "expected
+    <expected>, got <text>". For flags with a range of their own (GAN_regression.py's --factor, --alpha, ...)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text.strip()[:40]!r}")
+        return value
+
+    parse.__name__ = expected
+    return parse
 
 
 def _int(text, expected):

@@ -185,14 +185,15 @@ class Steps:
                 file=sys.stderr,
             )
             raise Stop(128 - code)
+        timing = f"{name:<10} {seconds:7.2f} s  {str(peak) + ' MB':>8}"
         if code != 0:
             self._record(name, f"failed (exit {code})", seconds, peak, shown)
             if judgement and code == 1:
-                self.timings.append(f"{name:<10} {seconds:7.2f} s  {str(peak) + ' MB':>8}  (exit 1: see its line)")
+                self.timings.append(f"{timing}  (exit 1: see its line)")
                 return 1
             raise Stop(code)  # the step printed its one line
         self._record(name, "ok", seconds, peak, shown)
-        self.timings.append(f"{name:<10} {seconds:7.2f} s  {str(peak) + ' MB':>8}")
+        self.timings.append(timing)
         return 0
 
     @staticmethod
