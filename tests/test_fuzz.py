@@ -319,6 +319,41 @@ STEP_EXAMPLES = {
         "baselines": [],
     },
     "testdata.json": {"pth_path": "g.pth", "seed": 0, "iters": 1, "batch_size": 4, "online_path": "i", "offline_path": "v", "jpg": True},
+    "regression.json": {
+        "format": "gan-regression/1",
+        "baseline": "runs/base",
+        "candidate": "runs/new",
+        "factor": 1.1,
+        "alpha": 0.01,
+        "error_factor": 2.0,
+        "resamples": 200,
+        "rows": [
+            {
+                "section": "environment",
+                "figure": "CPU",
+                "baseline": "AMD EPYC",
+                "candidate": "AMD EPYC",
+                "change": "",
+                "verdict": "same",
+                "reason": "",
+            },
+            {
+                "section": "speed",
+                "figure": "p50 latency (ms), batch 64",
+                "baseline": "2.4",
+                "candidate": "2.5",
+                "change": "x1.04",
+                "verdict": "same",
+                "reason": "within x1.1",
+                "p_slower": 0.2,
+                "p_faster": 0.8,
+                "calls": [100, 100],
+                "drift": [1.05, 1.04],
+            },
+        ],
+        "worse": 0,
+        "verdict": "nothing worse",
+    },
 }
 
 
