@@ -7,6 +7,7 @@ GAN_eval.py, perf_calc.py) runs on an inference host that has no torch.
 
 import contextlib
 import errno
+import io
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gan_cli import InputError, pid_alive, refuse_special_output, signals_deferred
+from gan_txt import parse_g_values
 
 LATENT_DIM = 100
 IMG_SHAPE = (1, 28, 28)
@@ -246,23 +248,24 @@ def format_msame_txt(array):
 def parse_txt(path, expected_count=None):
     """Read a whitespace-separated TXT output (msame's or ais_bench's) as a flat float32 array."""
     path = Path(path)
-    try:
-        # numpy's C parser; it needs the same count of values on every line, which msame's and ais_bench's
-        # current formats have. Anything else (msame before 2021-07: 100 values a line) takes the token path.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # an empty file: reported below
-            values = np.loadtxt(path, dtype=np.float32, ndmin=1).ravel()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}") from None
-    except ValueError:
-        values = _parse_tokens(path)
+    data = read_regular(path, "model output")
+    values = parse_g_values(data)  # msame's own %g text, every value at once: np.loadtxt's numbers to the bit
+    if values is None:
+        try:
+            # numpy's C parser; it needs the same count of values on every line, which msame's and ais_bench's
+            # current formats have. Anything else (msame before 2021-07: 100 values a line) takes the token path.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # an empty file: reported below
+                values = np.loadtxt(io.BytesIO(data), dtype=np.float32, ndmin=1).ravel()
+        except ValueError:
+            values = _parse_tokens(path, data)
     if expected_count is not None and (values.size == 0 or values.size % expected_count):
         raise InputError(f"{path}: {values.size} values is not a whole number of outputs of {expected_count} values")
     return values
 
 
-def _parse_tokens(path):
-    tokens = read_text(path, "model output").split()
+def _parse_tokens(path, data):
+    tokens = decode_text(data, path, "model output").split()
     try:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, which check_finite() refuses by name
             return np.array(tokens, dtype=np.float32)
@@ -300,8 +303,6 @@ def read_output(path, image_size=IMG_SIZE):
 
 def read_npy(path):
     """An .npy file (ais_bench's NPY output) of real numbers; no pickles, no other dtype, one line for anything else."""
-    import io
-
     data = read_regular(path, "model output (.npy)")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
