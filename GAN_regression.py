@@ -31,13 +31,13 @@ from gan_cli import HelpFormatter, InputError, bounded_number, check_output_file
 from GAN_compare import TOLERANCES, Agreement, judge
 from GAN_eval import CLASSIFIER, REFERENCE_STATS, DigitScorer, frechet_distance
 from gan_io import file_digest, numbered_files, read_output
+from gan_perf import BUSY_SHARE
 from gan_records import read_step, save_step
 from gan_runs import run_summary
 
 FORMAT = "gan-regression/1"
 FP32 = TOLERANCES["fp32"]
 NOISE_SHARE = 0.01  # an error change under 1% of the preset's bound is the last bits moving, not a change
-BUSY_SHARE = 0.10  # a run whose tasks waited for a CPU longer than this share of its time ran on a busy machine
 DRIFT_BLOCKS = 10  # a run's per-call latencies in this many blocks of consecutive calls: its drift is max/min of their medians
 
 

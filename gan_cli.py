@@ -295,6 +295,20 @@ def batch_sizes(text):
     return sizes
 
 
+def one_of_list(choices):
+    """An argparse type: a comma-separated list of `choices` (empty allowed), as a list; else one line naming them."""
+
+    def parse(text):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        wrong = [item for item in items if item not in choices]
+        if wrong:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(choices)}, got {text.strip()[:40]!r}")
+        return items
+
+    parse.__name__ = "list of " + ", ".join(choices)
+    return parse
+
+
 def outfmt(text):
     """argparse type for --outfmt: TXT, BIN or NPY in any case (msame itself takes upper case only; it is passed so)."""
     return text.upper()

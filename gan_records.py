@@ -254,7 +254,16 @@ SUMMARY = {
     "cpu?": CPU,
     "threads?": str,
     "versions?": MapOf(str),
-    "load?": {"cpu_wait_share": Nullable(Number(0, 1)), "loadavg": Nullable(ListOf(Number(0)))},
+    "load?": {
+        "cpu_wait_share": Nullable(Number(0, 1)),
+        "loadavg": Nullable(ListOf(Number(0))),
+        "loadavg_before?": Nullable(ListOf(Number(0))),
+        "steal_share?": Nullable(Number(0, 1)),
+        "others_cpu_share?": Nullable(Number(0, 1)),
+    },
+    "spread?": Nullable({"cv": Number(0), "blocks": Count(2)}),
+    "unstable?": ListOf(str),
+    "cold_start?": {"session_ms": Number(0), "first_inference_ms": Number(0), "first_inference_rows": Number(1)},
 }
 
 PICTURE = {"path": str, "sha256": SHA256}
@@ -333,6 +342,7 @@ STEP_RECORDS = {
                 "p50_ms": Nullable(Number(0)),
                 "p99_ms": Nullable(Number(0)),
                 "fps": Number(0),
+                "spread?": Nullable({"cv": Number(0), "blocks": Count(2)}),
             },
             1,
         ),

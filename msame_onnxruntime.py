@@ -57,7 +57,18 @@ from gan_cli import (
 )
 from gan_io import format_msame_txt, one_line_reason, read_bytes, write_bytes_atomic
 from gan_onnx import model_signature, onnx_session, read_model
-from gan_perf import MachineLoad, cpu_features, describe_cpu, describe_load, latency_stats, stats_lines, versions
+from gan_perf import (
+    MachineLoad,
+    block_spread,
+    cpu_features,
+    describe_cpu,
+    describe_load,
+    describe_spread,
+    latency_stats,
+    stats_lines,
+    unstable_reasons,
+    versions,
+)
 from gan_records import SUMMARY, write_json
 from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
 
@@ -294,6 +305,15 @@ class Runner:
             raise MemoryError(f"ONNX Runtime could not allocate memory for it ({one_line_reason(err)})") from None
         return arrays, (time.perf_counter() - start) * 1000.0
 
+    def cold_start(self, batch, session_ms):
+        """{session_ms, first_inference_ms, first_inference_rows}: what onnxruntime_perf_test and trtexec report beside
+        the steady state. The first inference of the fresh session, on the batch's first rows (at most 1,024, or the
+        model's fixed batch)."""
+        rows = self.fixed_batch or min(len(batch), 1024)
+        self.cold_threads = self.threads
+        _, first_ms = self.execute(batch[:rows])
+        return {"session_ms": round(session_ms, 3), "first_inference_ms": round(first_ms, 4), "first_inference_rows": int(rows)}
+
     def read_batch(self, path):
         return np.frombuffer(read_bytes(path, "input file"), dtype=np.float32).reshape(-1, self.features)
 
@@ -441,15 +461,19 @@ def main(args):
         if other is not path:
             raise InputError(f"{path}: gives the same output name as {other.name} ({input_stem(path)}_output_0): rename one")
     devices = args.device if file_mode else active_devices(args.device, len(files))
+    started = time.perf_counter()
     runner = Runner(model_path, args.threads or 1)  # the model and its signature, checked before anything is written
+    session_ms = (time.perf_counter() - started) * 1000
     if args.dymBatch is not None and runner.fixed_batch not in (None, args.dymBatch):
         raise InputError(f"--dymBatch {args.dymBatch}: {model_path.name} takes batches of exactly {runner.fixed_batch}")
     rows = [check_input(p, runner.features, runner.fixed_batch or args.dymBatch) for p in files]
     largest = max(range(len(files)), key=lambda k: rows[k])
     need = rows[largest] * bytes_per_row(runner.features, output_values_per_row(runner.signature), args.outfmt)
     check_memory(need, f"{files[largest]}: a batch of {rows[largest]:,} rows", "split it into smaller batches")
+    first_batch = runner.read_batch(files[0])
+    cold_start = runner.cold_start(first_batch, session_ms)
     if len(devices) == 1 and not args.threads:  # the workers of a card run measure for themselves
-        runner.measure_threads(runner.read_batch(files[0]))
+        runner.measure_threads(first_batch)
     batch_sizes = sorted(set(rows))
     stem = model_path.stem if file_mode else None
     expected = [n for p in files for n in output_names(stem or input_stem(p), len(runner.output_names), args.outfmt)]
@@ -476,6 +500,11 @@ def main(args):
         print(
             f"[INFO] warm-up: {args.warmup} execution(s) per worker before timing, excluded from every figure; "
             f"loop: each batch executed {args.loop} time(s), its output written once"
+        )
+        print(
+            f"[INFO] cold start: session made in {cold_start['session_ms']:.1f} ms (the model read included), first inference "
+            f"{cold_start['first_inference_ms']:.3f} ms on {cold_start['first_inference_rows']:,} row(s), {runner.cold_threads} thread(s); "
+            f"excluded from every figure"
         )
         if len(devices) == 1:
             print(f"[INFO] threads per worker: {runner.describe_threads()}")
@@ -509,8 +538,15 @@ def main(args):
             )
         else:
             print(f"[INFO] outputs holding non-finite values (NaN or Inf): 0 of {len(expected)}")
+        spreads = [block_spread(t) for t in per_worker.values()]
+        spread = max((x for x in spreads if x), key=lambda x: x["cv"], default=None)  # a card's: its least steady worker
+        print(f"[INFO] spread: {describe_spread(spread)}{'' if len(per_worker) == 1 else ', the least steady worker'}")
         print(f"[INFO] machine load while timed: {describe_load(load.figures)}")
-        summary = write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner, load.figures)
+        unstable = unstable_reasons(spread, load.figures)
+        if unstable:
+            print(f"[WARN] unstable: {'; '.join(unstable)}: compare these figures with care, or run again on a quiet machine")
+        extra = {"spread": spread, "unstable": unstable, "cold_start": cold_start}
+        summary = write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner, load.figures, extra)
         run.complete(expected, beside=[summary], nonfinite_outputs=nonfinite)
     print(run.dir)
     print(f"[INFO] pid: {os.getpid()} Execute sample success")
@@ -528,7 +564,7 @@ def bytes_per_row(features, output_values, outfmt):
     return 4 * features + output_values * (72 if outfmt == "TXT" else 26)
 
 
-def write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner, load):
+def write_summary(run, args, files, expected, card, times, batch, per_worker, throughputs, runner, load, extra):
     """<output>/.<run>_summary.json in ais_bench's summary layout (NPU_compute_time, throughput, the per-call list),
     so tools that read ais_bench's summaries read this one; "tool" says what really ran, "cpu" on what. Its path."""
     per_file = len(expected) // len(files)
@@ -552,6 +588,7 @@ def write_summary(run, args, files, expected, card, times, batch, per_worker, th
         "threads": runner.describe_threads() if len(per_worker) == 1 else "per worker, in the log",
         "versions": versions("onnxruntime", "numpy"),
         "load": load,
+        **extra,
     }
     path = beside_run(run.dir, "_summary.json")
     write_json(path, summary, SUMMARY)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main, short_list
 from gan_io import read_text
-from gan_perf import DECIMAL, card_chips, latency_stats, parse_stats
+from gan_perf import DECIMAL, block_spread, card_chips, describe_spread, latency_stats, parse_stats
 
 KNOWN_FORMATS = (
     "msame (folder or file mode)",
@@ -58,6 +58,7 @@ TRT7_MEAN = re.compile(r"\]\s+mean:\s+" + NUMBER + r" ms\s*$", re.M)
 TRT7_MEDIAN = re.compile(r"\]\s+median:\s+(" + DECIMAL + r") ms\s*$", re.M)
 TRT7_PERCENTILE = re.compile(r"\]\s+percentile:\s+(" + DECIMAL + r") ms at (" + DECIMAL + r")%\s*$", re.M)
 BLOCK = re.compile(r"^\[INFO\] compute_time \(ms\): (.*)$", re.M)  # the runner's and a card run's pooled block
+SPREAD = re.compile(r"^\[INFO\] spread: (" + DECIMAL + r")% \(CV of (\d+) blocks", re.M)  # the runner's
 PER_CALL = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)  # msame's own, unprefixed
 TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
 MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
@@ -268,6 +269,11 @@ def _parse_msame_like(path, text, tool):
             result.update(
                 p50_ms=stats["median"], p99_ms=stats["percentile(99%)"], distribution=f"{len(calls)} per-call 'Inference time' lines"
             )
+    spreads = SPREAD.findall(text)
+    if spreads:
+        result["spread"] = {"cv": float(spreads[-1][0]) / 100, "blocks": int(spreads[-1][1])}
+    elif len(PER_CALL.findall(text)) >= 4:  # msame's per-call lines
+        result["spread"] = block_spread([float(v) for v in PER_CALL.findall(text)])
     if tool == "onnxruntime":
         match = RUNNER_BATCH.search(text)
         if match:
@@ -438,6 +444,9 @@ def main(args):
         )
     for row in rows + list(baselines.values()):
         print(f"{Path(row['log']).name}: chips {row['chips']}: {row['chips_rule']}")
+    for row in rows + list(baselines.values()):
+        if row.get("spread") is not None or row["tool"] == "onnxruntime":
+            print(f"{Path(row['log']).name}: spread {describe_spread(row.get('spread'))}")
     for row in rows:
         if "ratio" in row:
             print(

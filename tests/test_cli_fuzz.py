@@ -173,8 +173,15 @@ SPECS = {
         inputs={"--pth": ["pth"], "--onnx": ["onnx"], "--int8": ["int8"]},
         outputs={"--log_dir": "bench_logs"},
         required={"--pth": "pth"},
-        work={"--rounds", "--round_seconds", "--choice_rows"},
-        cheap={"--batch_sizes": "1", "--rounds": "1", "--round_seconds": "0", "--choice_rows": "8"},
+        work={"--rounds", "--round_seconds", "--choice_rows", "--gemm_size"},
+        cheap={
+            "--batch_sizes": "1",
+            "--rounds": "2",
+            "--round_seconds": "0",
+            "--choice_rows": "8",
+            "--gemm_size": "64",
+            "--skip": "torch_compile,openvino",
+        },
     ),
     "GAN_int8_schemes.py": dict(
         inputs={"--pth": ["pth"]},
