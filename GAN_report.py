@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from gan_cli import HelpFormatter, InputError, check_output_file, run_main
 from gan_io import file_digest, read_regular, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, describe_cpu, versions
+from gan_perf import REFERENCE_SERIES, describe_cpu, describe_load, describe_spread, versions
 from gan_records import read_regression, read_step, read_steps
 from gan_runs import beside_run, run_summary
 
@@ -302,6 +302,22 @@ def section_pictures(workdir):
     return blocks
 
 
+def measurement_state(summary):
+    """Beside the latency table: its spread, the machine's state while timed, the cold start, and any warning."""
+    words = [f"Spread: {describe_spread(summary['spread'])}." if "spread" in summary else "Spread: not recorded (an older run)."]
+    if summary.get("load"):
+        words.append(f"Machine while timed: {describe_load(summary['load'])}.")
+    cold = summary.get("cold_start")
+    if cold:
+        words.append(
+            f"Cold start: session made in {cold['session_ms']:.1f} ms, first inference {cold['first_inference_ms']:.3f} ms "
+            f"on {cold['first_inference_rows']:,} row(s) (excluded from every figure)."
+        )
+    if summary.get("unstable"):
+        words.append(f"Unstable: {'; '.join(summary['unstable'])}.")
+    return " ".join(words)
+
+
 def section_performance(workdir, perf, perf_problem, summary, summary_problem, sweep, sweep_problem):
     blocks = [("h2", "性能", "Performance"), ("h3", "离线推理时延", "Offline step: latency distribution")]
     if summary:
@@ -312,6 +328,7 @@ def section_performance(workdir, perf, perf_problem, summary, summary_problem, s
         blocks += [
             ("table", header, [row]),
             ("p", ["From ", Code(summary["_path"]), f" ({summary['tool']}); threads: ", Code(summary.get("threads", "-")), "."]),
+            ("p", [measurement_state(summary)]),
         ]
     else:
         blocks.append(summary_problem)
@@ -328,11 +345,12 @@ def section_performance(workdir, perf, perf_problem, summary, summary_problem, s
                 ms(r["p50_ms"]),
                 ms(r["p99_ms"]),
                 per_s(r["fps"]),
+                describe_spread(r.get("spread")) if r.get("spread") else "not reported",
             ]
             for r in perf["logs"]
         ]
         header = ["日志 Log", "工具 Tool", "batch", "chips", "芯片规则 Chip rule", "时延 Latency mean (ms)", "p50 (ms)", "p99 (ms)"]
-        blocks.append(("table", [*header, "吞吐率 images/s"], rows))
+        blocks.append(("table", [*header, "吞吐率 images/s", "波动 Spread"], rows))
     else:
         blocks.append(perf_problem)
     blocks.append(("h3", "批大小扫描", "Batch sweep, perf_sweep.py"))
@@ -349,7 +367,13 @@ def section_performance(workdir, perf, perf_problem, summary, summary_problem, s
             ]
             for r in sweep["rows"]
         ]
-        rows.append(["最优batch (best)", f"{per_s(sweep['best_images_per_s_per_card'])} (bs{sweep['best_batch']})", "", "", "", "", ""])
+        for row, r in zip(rows, sweep["rows"]):
+            cv = (r.get("spread") or {}).get("cv")
+            row[1] += "" if cv is None else f" ±{cv:.1%}" + (" (unstable)" if r.get("unstable") else "")
+        best = f"{per_s(sweep['best_images_per_s_per_card'])} (bs{sweep['best_batch']})"
+        if sweep.get("best_separated") is False:
+            best = f"not named: bs{sweep['best_batch']} ({per_s(sweep['best_images_per_s_per_card'])}) is within the spread of the next"
+        rows.append(["最优batch (best)", best, "", "", "", "", ""])
         blocks += [
             ("p", ["Device: ", Code(sweep["device"]), "."]),
             ("table", ["Batch", "images/s per card", "mean (ms)", "p50 (ms)", "p99 (ms)", "chips", "tool"], rows),

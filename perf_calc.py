@@ -59,6 +59,7 @@ TRT7_MEDIAN = re.compile(r"\]\s+median:\s+(" + DECIMAL + r") ms\s*$", re.M)
 TRT7_PERCENTILE = re.compile(r"\]\s+percentile:\s+(" + DECIMAL + r") ms at (" + DECIMAL + r")%\s*$", re.M)
 BLOCK = re.compile(r"^\[INFO\] compute_time \(ms\): (.*)$", re.M)  # the runner's and a card run's pooled block
 SPREAD = re.compile(r"^\[INFO\] spread: (" + DECIMAL + r")% \(CV of (\d+) blocks", re.M)  # the runner's
+UNSTABLE = re.compile(r"^\[WARN\] unstable: (.*?)$", re.M)  # the runner's
 PER_CALL = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)  # msame's own, unprefixed
 TRT_SHAPES = re.compile(r"--shapes[= ]'?[\w.:/-]+?'?:(\d+)x")
 MODEL_BATCH = re.compile(r"_bs(\d+)[\w.-]*\.(?:om|onnx|engine|trt)\b")
@@ -269,6 +270,9 @@ def _parse_msame_like(path, text, tool):
             result.update(
                 p50_ms=stats["median"], p99_ms=stats["percentile(99%)"], distribution=f"{len(calls)} per-call 'Inference time' lines"
             )
+    unstable = UNSTABLE.findall(text)
+    if unstable:
+        result["unstable"] = unstable[-1]
     spreads = SPREAD.findall(text)
     if spreads:
         result["spread"] = {"cv": float(spreads[-1][0]) / 100, "blocks": int(spreads[-1][1])}

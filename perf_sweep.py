@@ -180,8 +180,39 @@ def run_batch(args, batch, work, logs):
         "chips": figures["chips"],
         "chips_rule": figures["chips_rule"],
         "images_per_s_per_card": figures["fps"],
+        "spread": figures.get("spread"),
+        "unstable": figures.get("unstable"),
         "log": str(log),
     }
+
+
+def cv_of(row):
+    return (row.get("spread") or {}).get("cv")
+
+
+def best_batch(rows):
+    """(best row, separated, runner-up): the highest images/s, and whether it stands above the next beyond both
+    spreads (its figure less its CV above the next one's plus its CV); None where a spread is not known (msame's
+    folder mode reports one average) or there is one batch size."""
+    ranked = sorted(rows, key=lambda r: r["images_per_s_per_card"], reverse=True)
+    best = ranked[0]
+    if len(ranked) == 1:
+        return best, None, None
+    second = ranked[1]
+    if cv_of(best) is None or cv_of(second) is None:
+        return best, None, second
+    low, high = best["images_per_s_per_card"] * (1 - cv_of(best)), second["images_per_s_per_card"] * (1 + cv_of(second))
+    return best, low > high, second
+
+
+def describe_best(best, separated, second):
+    """`58,662.53 (bs64)`, the guide's layout, with what the spreads say of it."""
+    named = f"{best['images_per_s_per_card']:,.2f} (bs{best['batch_size']})"
+    if separated is None and second is not None:
+        return f"{named}, by its mean only (no spread reported, so not told apart from bs{second['batch_size']})"
+    if separated is False:
+        return f"not named: {named} and {second['images_per_s_per_card']:,.2f} (bs{second['batch_size']}) lie within their spread"
+    return named
 
 
 def markdown(rows, best, device):
@@ -197,10 +228,11 @@ def markdown(rows, best, device):
         b = row["batch_size"]
         spread = " / ".join("-" if row[k] is None else f"{row[k]:.4f}" for k in ("latency_ms", "p50_ms", "p99_ms"))
         ratio = f"{row['images_per_s_per_card'] / ref310[b]:.3f}" if b in ref310 else "-"
-        lines.append(f"| bs{b} | {row['images_per_s_per_card']:,.2f} | {spread} | {_ref(ref310, b)} | {_ref(ref310p, b)} | {ratio} |")
+        cv = "" if cv_of(row) is None else f" ±{cv_of(row):.1%}" + (" (unstable)" if row.get("unstable") else "")
+        lines.append(f"| bs{b} | {row['images_per_s_per_card']:,.2f}{cv} | {spread} | {_ref(ref310, b)} | {_ref(ref310p, b)} | {ratio} |")
     best310, best310p = max(ref310, key=ref310.get), max(ref310p, key=ref310p.get)
     lines.append(
-        f"| 最优batch (best) | {best['images_per_s_per_card']:,.2f} (bs{best['batch_size']}) | | "
+        f"| 最优batch (best) | {describe_best(*best)} | | "
         f"{ref310[best310]:,.2f} (bs{best310}) | {ref310p[best310p]:,.2f} (bs{best310p}) | |"
     )
     return "\n".join(lines) + "\n"
@@ -212,6 +244,10 @@ def _ref(series, batch):
 
 def plot(rows, best, device, path):
     """images/s per card against batch size, log axes: this run beside the guide's reference series."""
+    if rows[0]["tool"] in ("msame", "ais_bench"):
+        unit = "per card"
+    else:
+        unit = f"(this run: {rows[0]['chips']} worker{'s' if rows[0]['chips'] > 1 else ''} on this CPU; the guide: per card)"
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -221,29 +257,35 @@ def plot(rows, best, device, path):
     for (label, series), marker in zip(REFERENCE_SERIES.items(), ("s", "^", "v", "D")):
         ax.plot(list(series), list(series.values()), marker=marker, linestyle="--", linewidth=1, alpha=0.7, label=label)
     xs = [r["batch_size"] for r in rows]
-    ax.plot(xs, [r["images_per_s_per_card"] for r in rows], marker="o", linewidth=2.5, color="black", label="this run (named above)")
+    fps = [r["images_per_s_per_card"] for r in rows]
+    spread = [f * (cv_of(r) or 0.0) for r, f in zip(rows, fps)]
+    ax.errorbar(
+        xs, fps, yerr=spread, marker="o", linewidth=2.5, color="black", capsize=4, label="this run (named above), ± its spread (CV)"
+    )
+    best_row, separated, _ = best
     ax.plot(
-        [best["batch_size"]],
-        [best["images_per_s_per_card"]],
+        [best_row["batch_size"]],
+        [best_row["images_per_s_per_card"]],
         marker="*",
         markersize=18,
-        color="gold",
+        color="gold" if separated is not False else "lightgrey",
         markeredgecolor="black",
         linestyle="none",
-        label=f"best batch of this run: bs{best['batch_size']}",
+        label=f"best batch of this run: bs{best_row['batch_size']}"
+        + ("" if separated is not False else " (within the spread of the next)"),
     )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(sorted(set(xs) | {1, 4, 8, 16, 32, 64}))
     ax.set_xticklabels([str(x) for x in sorted(set(xs) | {1, 4, 8, 16, 32, 64})])
     ax.set_xlabel("batch size")
-    ax.set_ylabel("images/s per card (log)")
+    ax.set_ylabel(f"images/s {unit}, log scale", fontsize=9)
     title = "\n".join(textwrap.wrap(f"this run: {device}", 90))
     ax.set_title(f"GAN generator: throughput against batch size\n{title}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     # below the axes, in a band of its own: it covers no point, whatever this run's figures are
-    fig.tight_layout(rect=(0, 0.17, 1, 1))
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=7.5, loc="lower center", bbox_to_anchor=(0.5, 0.01), ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8.5, loc="lower center", bbox_to_anchor=(0.5, 0.005), ncol=2, frameon=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
@@ -270,7 +312,7 @@ def main(args):
     finally:
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
-    best = max(rows, key=lambda r: r["images_per_s_per_card"])
+    best = best_batch(rows)
     result = {
         "model": args.model,
         "device": device,
@@ -279,8 +321,9 @@ def main(args):
         "loop": args.loop,
         "seed": args.seed,
         "rows": rows,
-        "best_batch": best["batch_size"],
-        "best_images_per_s_per_card": best["images_per_s_per_card"],
+        "best_batch": best[0]["batch_size"],
+        "best_images_per_s_per_card": best[0]["images_per_s_per_card"],
+        "best_separated": best[1],
         "reference_series_images_per_s_per_card": {k: {str(b): v for b, v in s.items()} for k, s in REFERENCE_SERIES.items()},
     }
     if args.model.endswith(".onnx"):
@@ -291,8 +334,11 @@ def main(args):
     result["plot"] = {"path": "sweep.png", "sha256": file_digest(output / "sweep.png", "plot")[1]}
     save_step(output / "sweep.json", "sweep", result)
     print(table, end="")
+    unstable = [f"bs{r['batch_size']}" for r in rows if r.get("unstable")]
+    if unstable:
+        print(f"unstable: {', '.join(unstable)} (spread above 10% or a busy machine, see their logs): run again on a quiet machine")
     print(
-        f"best batch: {best['batch_size']} ({best['images_per_s_per_card']:,.0f} images/s per card); wrote "
+        f"best batch: {describe_best(*best)}; wrote "
         f"{output / 'sweep.json'}, {output / 'sweep.md'}, {output / 'sweep.png'} ({time.perf_counter() - started:.1f} s)"
     )
     return 0

@@ -259,3 +259,14 @@ def test_a_log_whose_figures_give_no_finite_throughput_is_refused(tmp_path):
 def test_an_unreadable_batch_in_the_throughput_line_falls_back_to_the_model_name(tmp_path, batch):
     text = AIS_BENCH.replace("batchsize.mean(64)", f"batchsize.mean({batch})")
     assert throughput(write(tmp_path, "ais.log", text))["batch_size"] == 64, "GAN_bs64.om, named in the log"
+
+
+def test_spread_and_unstable_lines_of_the_runner_and_msame_per_call_lines(tmp_path):
+    runner = RUNNER + "[INFO] spread: 12.5% (CV of 5 blocks' means)\n[WARN] unstable: the means of 5 blocks vary by 12.5%\n"
+    result = throughput(write(tmp_path, "runner_spread.log", runner))
+    assert result["spread"] == {"cv": 0.125, "blocks": 5} and result["unstable"].startswith("the means of 5 blocks")
+    assert "spread" not in throughput(write(tmp_path, "runner_old.log", RUNNER)), "three calls: no spread to tell"
+    calls = "".join(f"Inference time: {t}ms\n" for t in (1.0, 1.0, 2.0, 2.0))
+    msame = "[INFO] load model GAN_bs1.om success\n" + calls + "Inference average time : 1.500000 ms\n"
+    spread = throughput(write(tmp_path, "GAN_bs1.log", msame))["spread"]
+    assert spread["blocks"] == 2 and spread["cv"] == pytest.approx(0.5 / 1.5 * 2**0.5)

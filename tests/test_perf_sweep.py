@@ -23,7 +23,19 @@ def check_sweep(folder, batches, tool):
     assert result["best_batch"] == best["batch_size"]
     table = (folder / "sweep.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in table[2:]] == [f"bs{b}" for b in batches] + ["最优batch (best)"]
-    assert f"(bs{best['batch_size']})" in table[-1]
+    assert (
+        table[-1]
+        .split("|")[2]
+        .strip()
+        .replace("not named: ", "")
+        .startswith(f"{best['images_per_s_per_card']:,.2f} (bs{best['batch_size']})")
+    )
+    spreads = [r["spread"] for r in rows]
+    if tool == "onnxruntime":  # the runner's spread in every row; the best named only beyond it
+        assert all(s["blocks"] >= 2 and s["cv"] >= 0 for s in spreads) and isinstance(result["best_separated"], bool)
+        assert ("not named" in table[-1]) == (not result["best_separated"])
+    elif tool == "msame":  # msame's folder mode prints one average: no spread, the best by its mean only
+        assert spreads == [None] * len(rows) and result["best_separated"] is None and "by its mean only" in table[-1]
     picture = Image.open(folder / "sweep.png")
     picture.load()  # a real, complete PNG
     assert picture.format == "PNG" and picture.size == (800, 600)
@@ -154,3 +166,17 @@ def test_sweep_over_one_dynamic_om_with_ais_bench(om_family, tmp_path):
         check=False,
     )
     assert_clean_error(wrong, "bs8.log", "failed at batch 8", "--dymBatch 8: not a gear")
+
+
+def test_the_best_batch_is_named_only_beyond_the_spreads():
+    from perf_sweep import best_batch, describe_best
+
+    def row(batch, fps, cv):
+        return {"batch_size": batch, "images_per_s_per_card": fps, "spread": None if cv is None else {"cv": cv, "blocks": 5}}
+
+    assert best_batch([row(32, 100.0, 0.02), row(64, 110.0, 0.02)])[1] is True  # 107.8 above 102
+    best, separated, second = best_batch([row(32, 100.0, 0.05), row(64, 104.0, 0.05)])  # 98.8 below 105
+    assert (best["batch_size"], separated, second["batch_size"]) == (64, False, 32)
+    assert describe_best(best, separated, second) == "not named: 104.00 (bs64) and 100.00 (bs32) lie within their spread"
+    assert best_batch([row(32, 100.0, None), row(64, 104.0, 0.01)])[1] is None
+    assert best_batch([row(8, 5.0, 0.5)])[1:] == (None, None)
