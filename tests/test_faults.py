@@ -568,6 +568,18 @@ def descendants(pid):
     return found
 
 
+def process_state(pid):
+    """`state S, wchan do_wait, threads 3, children [..]`: where a process is, for a failure's message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    return f"state {fields[0]}, wchan {wchan}, threads {threads}, cmdline {cmdline[:200]}"
+
+
 def running(pid):
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -640,7 +652,7 @@ def test_killed_driver_leaves_no_msame(om_for_faults, tmp_path):
         time.sleep(0.05)
     tools = descendants(process.pid)
     driver_log = (tmp_path / "driver.log").read_text(errors="replace")
-    assert len(tools) >= 2, f"one msame per device was running (driver exit {process.poll()}):\n{driver_log}"
+    assert len(tools) >= 2, f"one msame per device was running (driver exit {process.poll()}, {process_state(process.pid)}):\n{driver_log}"
     process.kill()
     process.wait()
     assert wait_until_gone(tools) == [], "msame outlived the driver"
