@@ -118,7 +118,7 @@ def test_hostile_checkpoints_run_no_code(tmp_path, checkpoint):
     hostile = tmp_path / "hostile.pt"
     torch.save({"generator": Payload(marker), "epoch": 0}, hostile)
     (tmp_path / "data").mkdir()
-    result = run("GAN_train.py", "--data_root", str(tmp_path / "data"), "--output", str(tmp_path / "g.pth"), "--resume", str(hostile))
+    result = run("tools/GAN_train.py", "--data_root", str(tmp_path / "data"), "--output", str(tmp_path / "g.pth"), "--resume", str(hostile))
     assert_clean_error(result, hostile, "not a readable PyTorch checkpoint")
     result = run("GAN_pth2onnx.py", f"--input_file={hostile}", f"--output_file={tmp_path / 'x.onnx'}")
     assert_clean_error(result, hostile, "not a readable PyTorch checkpoint")
@@ -643,7 +643,7 @@ def test_killed_driver_leaves_no_msame(om_for_faults, tmp_path):
             "--device",
             "0,1",
         ],
-        env=env_with(MSAME_DOUBLE_DELAY="4"),
+        env=env_with(MSAME_DOUBLE_DELAY="4", PYTHONFAULTHANDLER="1"),  # a SIGABRT below prints where the driver is
         stdout=(tmp_path / "driver.log").open("w"),
         stderr=subprocess.STDOUT,
     )
@@ -651,8 +651,12 @@ def test_killed_driver_leaves_no_msame(om_for_faults, tmp_path):
     while time.time() < deadline and process.poll() is None and len(descendants(process.pid)) < 2:
         time.sleep(0.05)
     tools = descendants(process.pid)
+    state = process_state(process.pid)
+    if len(tools) < 2 and process.poll() is None:  # stuck: its Python stack, from faulthandler, into its log
+        process.send_signal(signal.SIGABRT)
+        process.wait(30)
     driver_log = (tmp_path / "driver.log").read_text(errors="replace")
-    assert len(tools) >= 2, f"one msame per device was running (driver exit {process.poll()}, {process_state(process.pid)}):\n{driver_log}"
+    assert len(tools) >= 2, f"one msame per device was running (driver {state}):\n{driver_log}"
     process.kill()
     process.wait()
     assert wait_until_gone(tools) == [], "msame outlived the driver"
@@ -804,7 +808,7 @@ def test_folder_whose_name_holds_bin_is_a_folder(onnx_model, testdata, tmp_path)
     ],
 )
 def test_run_pipeline_checks_arguments_before_any_step(tmp_path, flag, value, message):
-    from gan_io import JPEG_MAX_SIDE, grid_height
+    from gan.files import JPEG_MAX_SIDE, grid_height
 
     assert grid_height(17464) <= JPEG_MAX_SIDE < grid_height(17465), "run_pipeline.sh's bound is GAN_testdata.py's"
     workdir = tmp_path / "work"
