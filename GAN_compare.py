@@ -3,7 +3,7 @@
     python GAN_compare.py --online_path=images --offline_path=out
 
 Pairs every online images/<i>.bin with offline output i (msame or ais_bench naming; TXT, BIN or NPY; the
-newest run under --offline_path, refused if it is not complete; gan_runs.py), prints per-batch and overall max absolute error, mean absolute
+newest run under --offline_path, refused if it is not complete; gan/runs.py), prints per-batch and overall max absolute error, mean absolute
 error and cosine similarity, then one PASS/FAIL line against the tolerance preset:
   fp32  max abs <= 1e-4, cosine >= 0.99999  (ONNX Runtime, or an .om built with --precision_mode must_keep_origin_dtype)
   fp16  max abs <= 5e-2, mean abs <= 1e-3, cosine >= 0.9999  (an .om built with atc's default force_fp16)
@@ -15,7 +15,7 @@ Also saves a picture of the first batch:
 reference | offline | |difference| magnified until its largest value is white. Needs numpy and Pillow only.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, run_main, short_list
-from gan_io import IMG_SIZE, atomic_path, file_digest, grid_array, numbered_files, read_online, read_output
-from gan_records import save_step
-from gan_runs import list_output_files, open_run
+from gan.cli import HelpFormatter, InputError, check_output_file, refuse_overlap, run_main, short_list
+from gan.files import IMG_SIZE, atomic_path, file_digest, grid_array, numbered_files, read_online, read_output
+from gan.records import save_step
+from gan.runs import list_output_files, open_run
 
 TOLERANCES = {  # name: (max abs error, min cosine similarity, max mean abs error or None)
     "fp32": (1e-4, 0.99999, None),

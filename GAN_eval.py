@@ -16,7 +16,7 @@ trains the classifier (torch), reports its test accuracy and writes weights/mnis
 weights/mnist_test_stats.npz.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, check_output_file, import_required, positive_int, progress, refuse_overlap, run_main, seed32
-from gan_io import numbered_files, read_bytes, read_online, read_output
-from gan_onnx import onnx_session
-from gan_records import save_step
-from gan_runs import list_output_files, open_run
+from gan.cli import HelpFormatter, InputError, check_output_file, import_required, positive_int, progress, refuse_overlap, run_main, seed32
+from gan.files import numbered_files, read_bytes, read_online, read_output
+from gan.onnx_models import onnx_session
+from gan.records import save_step
+from gan.runs import list_output_files, open_run
 
 HERE = Path(__file__).resolve().parent
 CLASSIFIER = HERE / "weights" / "mnist_classifier.onnx"
@@ -196,7 +196,7 @@ def train_classifier(args):
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from gan_io import atomic_path
+    from gan.files import atomic_path
 
     if not args.data_root:
         raise InputError("--train_classifier needs --data_root (the folder holding MNIST/raw)")

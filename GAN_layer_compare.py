@@ -20,7 +20,7 @@ RED < 0.05, KLD < 0.005, RMSE < 1.0, mean relative error < 1.0) are marked with 
 that breaks one is named. Needs torch (the PyTorch side).
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -31,7 +31,7 @@ import io
 import sys
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, check_output_file, refuse_overlap, require_modules, run_main
+from gan.cli import HelpFormatter, InputError, check_output_file, refuse_overlap, require_modules, run_main
 
 
 def get_args_parser():
@@ -50,8 +50,8 @@ require_modules(__name__, get_args_parser, "torch", "onnx")  # before the import
 import numpy as np
 import torch
 
-from gan_io import LATENT_DIM, atomic_path, check_finite, read_bin
-from gan_onnx import ModelFile, model_signature, onnx_session, read_model
+from gan.files import LATENT_DIM, atomic_path, check_finite, read_bin
+from gan.onnx_models import ModelFile, model_signature, onnx_session, read_model
 from models import load_generator
 
 # msit debug compare's "normal precision" thresholds (value passes when the comparison holds)

@@ -26,7 +26,7 @@ simulation of an Ascend chip: the order of the fp32 accumulation, how atc fuses 
 vector unit's own fp16 functions are not documented.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -38,7 +38,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, check_output_file, non_negative_float, refuse_overlap, require_modules, run_main
+from gan.cli import HelpFormatter, InputError, check_output_file, non_negative_float, refuse_overlap, require_modules, run_main
 
 
 def get_args_parser():
@@ -71,10 +71,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gan_io import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
-from gan_onnx import onnx_session
-from gan_perf import describe_cpu, versions
-from gan_records import save_step
+from gan.files import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
+from gan.onnx_models import onnx_session
+from gan.perf import describe_cpu, versions
+from gan.records import save_step
 from models import load_generator
 
 CHECK_BATCHES = (1, 16, 64)

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, bounded_number, check_output_file, refuse_overlap, run_main
+from gan.cli import HelpFormatter, InputError, bounded_number, check_output_file, refuse_overlap, run_main
+from gan.files import file_digest, numbered_files, read_output
+from gan.perf import BUSY_SHARE
+from gan.records import read_step, save_step
+from gan.runs import run_summary
 from GAN_compare import TOLERANCES, Agreement, judge
 from GAN_eval import CLASSIFIER, REFERENCE_STATS, DigitScorer, frechet_distance
-from gan_io import file_digest, numbered_files, read_output
-from gan_perf import BUSY_SHARE
-from gan_records import read_step, save_step
-from gan_runs import run_summary
 
 FORMAT = "gan-regression/1"
 FP32 = TOLERANCES["fp32"]

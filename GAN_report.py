@@ -4,7 +4,7 @@
 
 run_pipeline.sh calls it last; it also reads a workdir filled by hand with the README's commands. It
 computes none of the steps' figures again: it reads what they saved, through the project's validating
-readers (gan_records.py): steps.tsv (run_pipeline.sh: each step's command, status, wall time, peak memory),
+readers (gan/records.py): steps.tsv (run_pipeline.sh: each step's command, status, wall time, peak memory),
 export.json, testdata.json, compare.json, eval.json and perf.json (each step's --save_json), the runner's
 summary beside the newest complete run under out/, sweep/sweep.json (perf_sweep.py, optional), and the
 pictures images/<i>.jpg, genimg/<i>.jpg, the picture compare.json names and the plot sweep.json names.
@@ -19,7 +19,7 @@ wrong shape is stated as invalid, with the reason. A workdir with nothing of any
 report.html embeds its pictures and needs no network and no JavaScript; report.md links them.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -36,11 +36,11 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from gan_cli import HelpFormatter, InputError, check_output_file, run_main
-from gan_io import file_digest, read_regular, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, describe_cpu, describe_load, describe_spread, versions
-from gan_records import read_regression, read_step, read_steps
-from gan_runs import beside_run, run_summary
+from gan.cli import HelpFormatter, InputError, check_output_file, run_main
+from gan.files import file_digest, read_regular, write_bytes_atomic
+from gan.perf import REFERENCE_SERIES, describe_cpu, describe_load, describe_spread, versions
+from gan.records import read_regression, read_step, read_steps
+from gan.runs import beside_run, run_summary
 
 GRIDS_SHOWN = 3  # online and offline grids of the first batches, side by side
 MAX_PICTURE_BYTES = 32 * 1024 * 1024

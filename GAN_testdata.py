@@ -11,7 +11,7 @@ larger run, and a JPEG grid taller than JPEG allows. A batch whose outputs hold 
 before any of its files is written.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from gan_cli import (
+from gan.cli import (
     HelpFormatter,
     InputError,
     check_memory,
@@ -54,8 +54,8 @@ require_modules(__name__, get_args_parser, "torch")  # before the imports that n
 
 import torch
 
-from gan_io import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, write_bin
-from gan_records import save_step
+from gan.files import IMG_SIZE, LATENT_DIM, check_finite, check_grid_fits, latent_batch, numbered_files, save_grid, write_bin
+from gan.records import save_step
 from models import load_generator
 
 # float32 values held per latent vector at the peak of a forward pass (input, widest layers, output, its copy)

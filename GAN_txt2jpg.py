@@ -3,13 +3,13 @@
     python GAN_txt2jpg.py --txt_path=out --infer_results_path=genimg
 
 --txt_path is msame's output root (the newest run is used, and refused if this project wrote it and it is
-not complete; gan_runs.py) or a run folder itself. Output <i>_output_0.txt (msame) or <i>_0.bin
+not complete; gan/runs.py) or a run folder itself. Output <i>_output_0.txt (msame) or <i>_0.bin
 (ais_bench) becomes genimg/<i>.jpg; the batch index is the whole leading number of the name. A results
 folder that holds grids of other batches (an earlier, larger run) is refused, as GAN_testdata.py refuses
 stale batches. Needs numpy and Pillow only.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -17,9 +17,9 @@ exit_on_signal_until_ready(__name__)  # before the slow imports below
 import argparse
 import time
 
-from gan_cli import HelpFormatter, InputError, ensure_dir, progress, refuse_overlap, run_main, short_list
-from gan_io import numbered_files, read_output, save_grid
-from gan_runs import open_run
+from gan.cli import HelpFormatter, InputError, ensure_dir, progress, refuse_overlap, run_main, short_list
+from gan.files import numbered_files, read_output, save_grid
+from gan.runs import open_run
 
 
 def get_args_parser():

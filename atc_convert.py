@@ -16,7 +16,7 @@ dynamic-batch model takes atc's rule: 2 to 100 distinct gears, each 1..2048 (a b
 any bad flag, exit 2). Exits 1 if any conversion failed.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)
 
@@ -28,10 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, batch_sizes, ensure_dir, program_name, refuse_overlap, run_main
-from gan_io import file_digest, write_bytes_atomic
-from gan_onnx import model_signature, onnx_session
-from gan_records import ATC_RECORD, ATC_RECORD_FORMAT, write_json
+from gan.cli import HelpFormatter, InputError, batch_sizes, ensure_dir, program_name, refuse_overlap, run_main
+from gan.files import file_digest, write_bytes_atomic
+from gan.onnx_models import model_signature, onnx_session
+from gan.records import ATC_RECORD, ATC_RECORD_FORMAT, write_json
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype", "allow_mix_precision", "force_fp32")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from gan_cli import InputError, short_list
-from gan_io import IMG_SHAPE, IMG_SIZE, LATENT_DIM, read_bytes
+from gan.cli import InputError, short_list
+from gan.files import IMG_SHAPE, IMG_SIZE, LATENT_DIM, read_bytes
 
 __all__ = ["LATENT_DIM", "IMG_SHAPE", "Generator", "Discriminator", "load_generator", "load_checkpoint", "extract_state_dict"]
 

@@ -11,14 +11,14 @@ file. Each device gets its share of the input files (symlinked into a staging fo
 output root, where the run folder the tool made is found by comparing the listing before and after
 (msame's naming changed across versions). The run folder <output>/<YYYYmmdd_HHMMSS_microseconds>/ and its
 manifest (status "running") are made first; only when every device succeeded are the outputs moved into
-it and the manifest marked complete (gan_runs.py). Otherwise the run is marked failed and everything stays
+it and the manifest marked complete (gan/runs.py). Otherwise the run is marked failed and everything stays
 in <output>/.<run>.staging/. The tools die with the driver (SIGTERM or SIGKILL), leaving the run
 incomplete. The combined log (each device's lines with a [device N] prefix, its average lines renamed "device average
 time", then a card summary with msame's average line, once, that perf_calc.py and upstream's grep read) is
 printed and kept as <output>/.<run>.log.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -35,11 +35,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
-from gan_io import LATENT_DIM, count_output_images, read_regular, write_bytes_atomic
-from gan_perf import DECIMAL, card_chips, latency_stats, stats_lines
-from gan_records import MAX_RECORD_BYTES
-from gan_runs import Run, active_devices, atc_record, beside_run, check_input, list_inputs, parse_devices
+from gan.cli import HelpFormatter, InputError, die_with_parent, non_negative_int, outfmt, positive_int, refuse_overlap, run_main
+from gan.files import LATENT_DIM, count_output_images, read_regular, write_bytes_atomic
+from gan.perf import DECIMAL, card_chips, latency_stats, stats_lines
+from gan.records import MAX_RECORD_BYTES
+from gan.runs import Run, active_devices, atc_record, beside_run, check_input, list_inputs, parse_devices
 
 AVERAGE = re.compile(r"^Inference average time\s*:\s*(" + DECIMAL + r")\s*ms", re.M)
 PER_RUN = re.compile(r"^Inference time:\s*(" + DECIMAL + r")\s*ms", re.M)

@@ -10,7 +10,7 @@ a.binaries/vectors). The TXT format is msame's (6 significant digits, a space af
 after every row of 28 values); BIN is raw float32. Only the model execution is timed, as msame times
 aclmdlExecute. --device 0,1,... runs one worker process per listed device over its share of the files and
 gathers every output into one run folder; the workers die with the runner. The run folder is written under
-the run contract (gan_runs.py): complete only once every output is written and counted.
+the run contract (gan/runs.py): complete only once every output is written and counted.
 
 Measurement, as ais_bench does it: --warmup N executions before timing starts (excluded from every
 figure), --loop N executions of each batch in folder mode too (outputs written once). After msame's lines
@@ -23,7 +23,7 @@ fixes it. The model is read with its own folder (external data) and its input an
 the memory a batch needs is checked, before anything is written. Needs numpy and onnxruntime only.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import (
+from gan.cli import (
     HelpFormatter,
     InputError,
     Interrupted,
@@ -55,9 +55,9 @@ from gan_cli import (
     refuse_overlap,
     run_main,
 )
-from gan_io import format_msame_txt, one_line_reason, read_bytes, write_bytes_atomic
-from gan_onnx import model_signature, onnx_session, read_model
-from gan_perf import (
+from gan.files import format_msame_txt, one_line_reason, read_bytes, write_bytes_atomic
+from gan.onnx_models import model_signature, onnx_session, read_model
+from gan.perf import (
     MachineLoad,
     block_spread,
     cpu_features,
@@ -69,8 +69,8 @@ from gan_perf import (
     unstable_reasons,
     versions,
 )
-from gan_records import SUMMARY, write_json
-from gan_runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
+from gan.records import SUMMARY, write_json
+from gan.runs import Run, active_devices, beside_run, check_input, list_inputs, parse_devices
 
 RUNNER_MARKER = "[INFO] ONNX Runtime runner with msame's interface"
 

@@ -6,7 +6,7 @@
 throughput (images/s) = 1000 x batch x chips / latency_ms, with the latency each tool means (the mean time of one
 batch on one chip, GPU or worker): msame's "Inference average time", ais_bench's NPU_compute_time mean,
 trtexec's GPU Compute mean (7.x block or 8.x-10.x "GPU Compute Time" line), and this project's runner (msame's
-lines, more decimals). chips follows the project's one rule (gan_perf.card_chips), printed with every figure:
+lines, more decimals). chips follows the project's one rule (gan.perf.card_chips), printed with every figure:
 --chips where given; the devices measured for a card run (run_msame.sh --device 0,1,2,3, ais_bench's
 multi-device summary, the runner's workers); x4 for one chip of msame or ais_bench on an Ascend 310 card (the
 ModelZoo rule; the chip is read from the driver's log, assumed a 310 where the log does not say), x1 on a 310P;
@@ -18,10 +18,10 @@ The distribution is reported where the log has one: p50 (the median) and p99 fro
 The batch comes from --batch_size, else from the log (a model name
 such as GAN_bs16.om, trtexec's --shapes, ais_bench's summary, the runner's own line). With --baseline, each
 log is compared with the baseline of the same batch: the ModelZoo rule asks for at least 0.5 x its fps.
-Needs no torch and no onnxruntime (numpy, through gan_io.py).
+Needs no torch and no onnxruntime (numpy, through gan/files.py).
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -33,9 +33,9 @@ import re
 import sys
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main, short_list
-from gan_io import read_text
-from gan_perf import DECIMAL, block_spread, card_chips, describe_spread, latency_stats, parse_stats
+from gan.cli import HelpFormatter, InputError, check_output_file, positive_int, refuse_overlap, run_main, short_list
+from gan.files import read_text
+from gan.perf import DECIMAL, block_spread, card_chips, describe_spread, latency_stats, parse_stats
 
 KNOWN_FORMATS = (
     "msame (folder or file mode)",
@@ -434,7 +434,7 @@ def main(args):
         elif baselines:
             row["verdict"] = f"no baseline at batch {row['batch_size']}"
     if args.save_json:
-        from gan_records import save_step
+        from gan.records import save_step
 
         save_step(args.save_json, "perf", {"logs": rows, "baselines": list(baselines.values())})
     if args.json:

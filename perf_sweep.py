@@ -17,7 +17,7 @@ Each batch size runs the offline step (run_msame.sh: ONNX Runtime for an .onnx, 
 Needs numpy and matplotlib, no torch.
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -30,7 +30,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from gan_cli import (
+from gan.cli import (
     HelpFormatter,
     InputError,
     batch_sizes,
@@ -42,10 +42,10 @@ from gan_cli import (
     refuse_overlap,
     run_main,
 )
-from gan_io import LATENT_DIM, atomic_path, file_digest, latent_batch, write_bin, write_bytes_atomic
-from gan_perf import REFERENCE_SERIES, cpu_features, describe_cpu
-from gan_records import save_step
-from gan_runs import atc_record, parse_devices
+from gan.files import LATENT_DIM, atomic_path, file_digest, latent_batch, write_bin, write_bytes_atomic
+from gan.perf import REFERENCE_SERIES, cpu_features, describe_cpu
+from gan.records import save_step
+from gan.runs import atc_record, parse_devices
 from perf_calc import throughput
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +117,7 @@ def check_models(args, batches):
             raise InputError(f"{model}: no such model" + (" (make it with atc_convert.sh)" if model.suffix == ".om" else ""))
     features, per_row = LATENT_DIM, 4 * LATENT_DIM  # an .om: the sweep writes the latent vectors, the tool does the rest
     if args.model.endswith(".onnx"):
-        from gan_onnx import model_signature, onnx_session
+        from gan.onnx_models import model_signature, onnx_session
         from msame_onnxruntime import bytes_per_row, output_values_per_row
 
         signature = model_signature(onnx_session(args.model), args.model, features=LATENT_DIM)

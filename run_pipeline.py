@@ -14,7 +14,7 @@ outside the workdir; the default workdir, runs/<date>_<time>, is made exclusivel
 in the same second gets runs/<date>_<time>_2).
 """
 
-from gan_cli import exit_on_signal_until_ready
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)
 
@@ -31,7 +31,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from gan_cli import (
+from gan.cli import (
     HelpFormatter,
     InputError,
     die_with_parent,
@@ -41,8 +41,8 @@ from gan_cli import (
     positive_int,
     run_main,
 )
-from gan_io import JPEG_MAX_IMAGES
-from gan_records import STEPS_HEADER
+from gan.files import JPEG_MAX_IMAGES
+from gan.records import STEPS_HEADER
 
 HERE = Path(__file__).resolve().parent
 

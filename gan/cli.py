@@ -4,7 +4,7 @@ A step's main(args) runs under run_main(): a user error (InputError), any OSErro
 unwritable file, a full disk, a path the system cannot take), a path that is not valid UTF-8, SIGINT and
 SIGTERM all end as one line on stderr, `<prog>: error: <file>: <reason>`, and a non-zero exit, never a
 traceback. SIGINT and SIGTERM unwind the stack like an exception, so every temporary file is removed on the
-way out (gan_io.atomic_path). Bugs still raise. Needs only the standard library.
+way out (gan.files.atomic_path). Bugs still raise. Needs only the standard library.
 """
 
 import argparse

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import InputError, pid_alive, refuse_special_output, signals_deferred
-from gan_txt import parse_g_values
+from gan.cli import InputError, pid_alive, refuse_special_output, signals_deferred
+from gan.txt import parse_g_values
 
 LATENT_DIM = 100
 IMG_SHAPE = (1, 28, 28)

@@ -46,7 +46,7 @@ _NUMPY_CHILD = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from gan_limits import best_rate
+from gan.limits import best_rate
 n, sizes = int(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")]
 rng = np.random.default_rng(0)
 a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
@@ -68,7 +68,7 @@ def numpy_rates(sizes, n=GEMM_SIZE):
     """numpy's GEMM (GFLOP/s) and GEMV (GB/s per buffer size) in a child process without the OpenBLAS overrides,
     with its BLAS as threadpoolctl names it; None with the reason where the child fails."""
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, above gan/
     try:
         done = subprocess.run(
             [sys.executable, "-c", _NUMPY_CHILD, here, str(n), ",".join(map(str, sizes))],

@@ -11,8 +11,8 @@ runs. Needs numpy and onnxruntime (no onnx, no torch).
 import os
 from dataclasses import dataclass
 
-from gan_cli import InputError
-from gan_io import one_line_reason, read_bytes
+from gan.cli import InputError
+from gan.files import one_line_reason, read_bytes
 
 # ModelProto wire layout, as far as external data can hide in it: {message: {field number: sub-message}}.
 # TensorProto.external_data (13) holds key/value entries; the key "location" names the data file.

@@ -15,8 +15,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from gan_cli import InputError
-from gan_io import read_text, write_bytes_atomic
+from gan.cli import InputError
+from gan.files import read_text, write_bytes_atomic
 
 # A summary holds every per-call time (a million calls: about 20 MB); nothing this project writes is larger.
 MAX_RECORD_BYTES = 64 * 1024 * 1024

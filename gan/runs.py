@@ -26,9 +26,9 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gan_cli import InputError, ensure_dir, pid_alive
-from gan_io import count_rows, file_digest, stale_part
-from gan_records import MANIFEST, MANIFEST_FORMAT, parse_instant, read_atc_record, read_manifest, read_summary, write_json
+from gan.cli import InputError, ensure_dir, pid_alive
+from gan.files import count_rows, file_digest, stale_part
+from gan.records import MANIFEST, MANIFEST_FORMAT, parse_instant, read_atc_record, read_manifest, read_summary, write_json
 
 # <i>_output_0.txt (msame folder mode) or <i>_0.bin (ais_bench): the batch index is the whole leading number.
 OUTPUT_NAME = re.compile(r"^(\d+)(?:_output)?_0\.(txt|bin|npy)$")

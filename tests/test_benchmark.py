@@ -13,7 +13,7 @@ def test_benchmark_json_is_consistent(checkpoint, tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     result = run_script(
-        "GAN_benchmark.py",
+        "tools/GAN_benchmark.py",
         "--pth",
         str(checkpoint),
         "--batch_sizes",
@@ -67,9 +67,10 @@ def test_benchmark_json_is_consistent(checkpoint, tmp_path):
 def test_a_figure_above_its_limit_is_never_a_share(checkpoint, tmp_path, monkeypatch, capsys):
     """A limit that does not bound (here: every rate divided by a million) is reported as a bug of the limit."""
     import GAN_benchmark
-    import gan_limits
 
-    real = gan_limits.measure_limits
+    import gan.limits
+
+    real = gan.limits.measure_limits
 
     def too_low(weights, n):
         limits = real(weights, 64)
@@ -89,7 +90,7 @@ def test_a_figure_above_its_limit_is_never_a_share(checkpoint, tmp_path, monkeyp
     assert len(table) == 2 and all("ABOVE its limit: a limit bug" in line for line in table)
     shares = [float(m) for line in table for m in re.findall(r"(\d+(?:\.\d+)?)% of [0-9]", line)]
     assert shares == [], "no share printed for a figure above its limit"
-    assert gan_limits.share_of_limit(2.0, 1.0) is None and gan_limits.share_of_limit(1.0, 1.0) == 1.0
+    assert gan.limits.share_of_limit(2.0, 1.0) is None and gan.limits.share_of_limit(1.0, 1.0) == 1.0
 
 
 def test_noise_is_reported_as_unstable():
@@ -98,7 +99,7 @@ def test_noise_is_reported_as_unstable():
     import subprocess
     import time
 
-    from gan_perf import MachineLoad, time_interleaved, unstable_reasons
+    from gan.perf import MachineLoad, time_interleaved, unstable_reasons
 
     pauses = itertools.cycle([0.001] * 5 + [0.004] * 5)
     timed = time_interleaved({"noisy": lambda: time.sleep(next(pauses))}, blocks=6, block_seconds=0.005, lead_in_seconds=0)
@@ -120,7 +121,7 @@ def test_noise_is_reported_as_unstable():
 
 def test_int8_schemes_table(checkpoint):
     """GAN_int8_schemes.py on 2 batches: every scheme's row, its precision consistent with its verdict."""
-    result = run_script("GAN_int8_schemes.py", "--pth", str(checkpoint), "--batches", "2", "--rounds", "1")
+    result = run_script("tools/GAN_int8_schemes.py", "--pth", str(checkpoint), "--batches", "2", "--rounds", "1")
     lines = result.stdout.splitlines()
     assert "AVX" in lines[0] or "no AVX2" in lines[0], "the CPU's instruction sets are named"
     rows = [line for line in lines[2:] if line.strip()]

@@ -169,7 +169,7 @@ SPECS = {
         work={"--iters"},
         cheap={"--iters": "1", "--batch_size": "2"},
     ),
-    "GAN_benchmark.py": dict(
+    "tools/GAN_benchmark.py": dict(
         inputs={"--pth": ["pth"], "--onnx": ["onnx"], "--int8": ["int8"]},
         outputs={"--log_dir": "bench_logs"},
         required={"--pth": "pth"},
@@ -183,7 +183,7 @@ SPECS = {
             "--skip": "torch_compile,openvino",
         },
     ),
-    "GAN_int8_schemes.py": dict(
+    "tools/GAN_int8_schemes.py": dict(
         inputs={"--pth": ["pth"]},
         outputs={},
         required={"--pth": "pth"},
@@ -191,14 +191,14 @@ SPECS = {
         work={"--batches", "--rounds"},
         cheap={"--batches": "1", "--rounds": "1"},
     ),
-    "GAN_pipeline_benchmark.py": dict(
+    "tools/GAN_pipeline_benchmark.py": dict(
         inputs={"--pth": ["pth"]},
         outputs={},
         required={"--pth": "pth"},
         work={"--iters", "--repeats", "--scale"},
         cheap={"--iters": "1", "--batch_size": "2", "--repeats": "1", "--scale": "0"},
     ),
-    "GAN_train.py": dict(
+    "tools/GAN_train.py": dict(
         inputs={"--data_root": ["workdir"], "--resume": ["pth"], "--eval_model": ["classifier"]},
         outputs={"--output": None},
         required={"--data_root": "workdir", "--output": "o/G.pth"},
@@ -214,7 +214,7 @@ TEXTS = ["", " ", "-x", "--", "a\nb", "\t", "\u00e9\u4e2d", "x" * 300, "\udcff"]
 
 
 def parser_of(script):
-    return importlib.import_module(script[: -len(".py")]).get_args_parser()
+    return importlib.import_module(Path(script).stem).get_args_parser()  # tools/ is on the path too (conftest)
 
 
 @functools.cache
@@ -436,11 +436,11 @@ def declared_outputs(script, argv, sandbox):
         for path in [value or default] if not isinstance(value, list) else value:
             if path:
                 declared.add(os.path.relpath(os.path.join(sandbox.root, path), sandbox.root))
-    if script == "GAN_pipeline_benchmark.py" and "--keep" in argv:  # the work folders it keeps, as it says
+    if script == "tools/GAN_pipeline_benchmark.py" and "--keep" in argv:  # the work folders it keeps, as it says
         declared.add("tmp/pipeline_")
-    if script == "GAN_train.py" and "--download" in argv:  # where MNIST is downloaded to
+    if script == "tools/GAN_train.py" and "--download" in argv:  # where MNIST is downloaded to
         declared |= {os.path.normpath(p) for p in sandbox.inputs}
-    if script == "GAN_train.py":  # its samples and checkpoints: <output stem>_train/
+    if script == "tools/GAN_train.py":  # its samples and checkpoints: <output stem>_train/
         declared |= {str(Path(p).with_suffix("")) + "_train" for p in list(declared)}
     if script == "GAN_pth2onnx.py":  # its int8 model and fp16 preview default to <output_file stem>_int8/_fp16emu.onnx
         declared |= {str(Path(p).with_suffix("")) for p in list(declared)}
@@ -529,7 +529,7 @@ def run_fuzzed(forkserver, pool, script, words, tmpdir_missing, shell=None):
         env = dict(os.environ, PATH=f"{DOUBLES}:{os.environ['PATH']}", PYTHONPATH=str(DOUBLES))
         env["TMPDIR"] = str(sandbox.root / ("no_such_tmp" if tmpdir_missing else "tmp"))
         env.pop("PYTEST_XDIST_WORKER", None)
-        signature = shell or ("run_pipeline.sh" if script == "run_pipeline.py" else script)
+        signature = shell or ("run_pipeline.sh" if script == "run_pipeline.py" else Path(script).name)
         if script == "run_pipeline.py" and not shell:
             env["GAN_PROG"] = "run_pipeline.sh"
         out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
@@ -593,7 +593,7 @@ def record_campaign(script, argv, reply, broken, stderr):
     return bool(log)
 
 
-HEAVY = {"GAN_benchmark.py", "GAN_int8_schemes.py", "GAN_pipeline_benchmark.py", "run_pipeline.py", "GAN_regression.py"}
+HEAVY = {"tools/GAN_benchmark.py", "tools/GAN_int8_schemes.py", "tools/GAN_pipeline_benchmark.py", "run_pipeline.py", "GAN_regression.py"}
 
 
 @pytest.mark.parametrize("script", sorted(SPECS))
@@ -629,6 +629,7 @@ def test_every_script_and_flag_is_fuzzed():
     """A new script or flag cannot slip past the fuzzer: every step script has a spec, every path flag a role."""
     steps = {p.name for p in ROOT.glob("*.py") if p.name[0].isupper() or p.name in {"perf_calc.py", "perf_sweep.py"}}
     steps |= {"msame_onnxruntime.py", "msame_driver.py", "atc_convert.py", "run_pipeline.py"}
+    steps |= {f"tools/{p.name}" for p in (ROOT / "tools").glob("*.py")}
     assert steps - {"models.py"} == set(SPECS)
     for script, spec in SPECS.items():
         for _, action in flags_of(script):

@@ -42,8 +42,8 @@ def readme_commands(name="README.md", whole=False):
 DOCS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md") if not p.name.endswith(".zh-CN.md"))
 # Small sizes for the commands that measure this machine: flags appended (argparse keeps the last) or replaced.
 SMALL = {
-    "GAN_benchmark.py": " --batch_sizes 1 --rounds 2 --round_seconds 0.01 --choice_rows 500 --gemm_size 128",
-    "GAN_int8_schemes.py": " --batches 1 --rounds 1",
+    "tools/GAN_benchmark.py": " --batch_sizes 1 --rounds 2 --round_seconds 0.01 --choice_rows 500 --gemm_size 128",
+    "tools/GAN_int8_schemes.py": " --batches 1 --rounds 1",
     "perf_sweep.py": " --batch_sizes 1,4 --images 16 --warmup 1",
 }
 
@@ -64,6 +64,8 @@ def workspace(tmp_path):
     for path in ROOT.iterdir():
         if path.suffix in (".py", ".sh") or path.name in READMES:
             shutil.copy(path, work / path.name)
+    for folder in ("gan", "tools"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "weights", work / "weights", ignore=shutil.ignore_patterns("*_train"))
     return work
 

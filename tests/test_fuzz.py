@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_perf_calc import AIS_BENCH, GUIDE_MSAME, GUIDE_TRT7, MSAME_FILE_MODE, TRT85
 
-from gan_cli import InputError
+from gan.cli import InputError
 
 EXAMPLES = int(os.environ.get("GAN_FUZZ_EXAMPLES", "150"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=EXAMPLES <= 150)
@@ -124,7 +124,7 @@ def test_perf_calc_on_random_bytes(data):
 @fuzz
 @given(st.binary(max_size=8 * 784), st.sampled_from(["0_output_0.bin", "0_0.npy", "0_output_0.txt"]))
 def test_read_output_on_random_bytes(data, name):
-    from gan_io import read_output
+    from gan.files import read_output
 
     check_output(data, name, read_output)
 
@@ -145,7 +145,7 @@ TXT = ("0.5 " * 28 + "\n") * 28
 @fuzz
 @given(mutated(TXT.encode()))
 def test_read_output_on_mutated_txt(data):
-    from gan_io import read_output
+    from gan.files import read_output
 
     check_output(data, "3_output_0.txt", read_output)
 
@@ -161,7 +161,7 @@ def _npy_bytes():
 @fuzz
 @given(mutated(_npy_bytes()))
 def test_read_output_on_mutated_npy(data):
-    from gan_io import read_output
+    from gan.files import read_output
 
     check_output(data, "3_0.npy", read_output)
 
@@ -169,7 +169,7 @@ def test_read_output_on_mutated_npy(data):
 @fuzz
 @given(st.binary(max_size=4000), st.sampled_from([None, 4]))
 def test_bin_inputs(data, fixed_batch):
-    from gan_runs import check_input
+    from gan.runs import check_input
 
     folder, path = in_file(data, "0.bin")
     with folder:
@@ -245,7 +245,7 @@ def record_strategy(base):
 @fuzz
 @given(record_strategy(GOOD_MANIFEST))
 def test_read_manifest(data):
-    from gan_records import read_manifest
+    from gan.records import read_manifest
 
     check_record(data, read_manifest, {"format", "status", "run", "started"})
 
@@ -253,7 +253,7 @@ def test_read_manifest(data):
 @fuzz
 @given(record_strategy(GOOD_RECORD))
 def test_read_atc_record(data):
-    from gan_records import read_atc_record
+    from gan.records import read_atc_record
 
     check_record(data, read_atc_record, {"om", "command", "soc_version"})
 
@@ -273,7 +273,7 @@ def check_record(data, reader, required, name="record.json"):
 @given(record_strategy(GOOD_MANIFEST), st.binary(max_size=3200))
 def test_open_run_on_a_hand_edited_run(manifest, output):
     """A whole run folder: manifest and output random; open_run gives a checked run or one line."""
-    from gan_runs import open_run
+    from gan.runs import open_run
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "out"
@@ -360,7 +360,7 @@ STEP_EXAMPLES = {
 @fuzz
 @given(st.sampled_from(sorted(STEP_EXAMPLES)).flatmap(lambda name: st.tuples(st.just(name), record_strategy(STEP_EXAMPLES[name]))))
 def test_read_step_json(case):
-    from gan_records import read_step
+    from gan.records import read_step
 
     name, data = case
     check_record(data, read_step, set(), name)
@@ -372,7 +372,7 @@ STEPS_TSV = "step\tstatus\tseconds\tpeak_mb\tcommand\nexport\tok\t1.50\t700\tpyt
 @fuzz
 @given(st.one_of(mutated(STEPS_TSV.encode()), st.binary(max_size=300)))
 def test_read_steps_tsv(data):
-    from gan_records import read_steps
+    from gan.records import read_steps
 
     folder, path = in_file(data, "steps.tsv")
     with folder:
@@ -412,7 +412,7 @@ def model_bytes(onnx_model):
 @fuzz
 @given(data=st.data())
 def test_read_model_on_mutated_onnx(model_bytes, data):
-    from gan_onnx import read_model
+    from gan.onnx_models import read_model
 
     content = data.draw(st.one_of(mutated(model_bytes), st.binary(max_size=300)))
     folder, path = in_file(content, "m.onnx")
@@ -435,7 +435,7 @@ def test_read_model_on_mutated_onnx(model_bytes, data):
     )
 )
 def test_run_folder_names(name):
-    from gan_runs import _name_times
+    from gan.runs import _name_times
 
     span = _name_times(name)
     assert span is None or span[0] <= span[1]

@@ -85,7 +85,7 @@ def test_outfmt_takes_any_case_everywhere(outfmt, onnx_model, testdata, tmp_path
             "--outfmt",
             outfmt,
         ],
-        [sys.executable, str(ROOT / "GAN_pipeline_benchmark.py"), "--outfmt", outfmt, "--help"],
+        [sys.executable, str(ROOT / "tools/GAN_pipeline_benchmark.py"), "--outfmt", outfmt, "--help"],
     ):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr

@@ -167,7 +167,7 @@ class Int64Input(torch.nn.Module):
     ],
 )
 def test_a_model_s_inputs_are_checked_before_it_runs(checkpoint, testdata, tmp_path, module, example, reason):
-    """One shared check (gan_onnx.model_signature) before anything runs, in the layer compare as in the runner."""
+    """One shared check (gan.onnx_models.model_signature) before anything runs, in the layer compare as in the runner."""
     _, vectors = testdata
     model = tmp_path / "other.onnx"
     torch.onnx.export(module, example, str(model), opset_version=11, dynamo=False)

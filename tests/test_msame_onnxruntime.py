@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, assert_clean_error, latent, no_torch_env, partial_files, run_script
-from gan_io import format_msame_txt, parse_txt
-from gan_runs import Run, manifest_path
+from gan.files import format_msame_txt, parse_txt
+from gan.runs import Run, manifest_path
 
 
 def reference_txt(array):
@@ -181,7 +181,7 @@ def test_run_msame_sh_refuses_other_models(tmp_path):
 
 
 def block_values(line):
-    from gan_perf import parse_stats
+    from gan.perf import parse_stats
 
     return parse_stats(line)
 
@@ -340,7 +340,7 @@ def test_the_address_space_limit_is_checked_before_a_huge_batch(onnx_model, tmp_
 
 
 def test_an_allocation_failure_inside_onnx_runtime_is_one_line_naming_the_batch(onnx_model, testdata, tmp_path):
-    from gan_cli import InputError
+    from gan.cli import InputError
     from msame_onnxruntime import Runner
 
     _, vectors = testdata

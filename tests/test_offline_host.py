@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_ascend_tools import env_with
@@ -140,9 +141,9 @@ TORCH_STEPS = {
     "GAN_pth2onnx.py": ["--input_file=weights/generator_mnist.pth"],
     "GAN_testdata.py": ["--pth_path=weights/generator_mnist.pth"],
     "GAN_layer_compare.py": ["--pth", "weights/generator_mnist.pth", "--onnx", "x.onnx", "--input", "vectors/0.bin"],
-    "GAN_benchmark.py": ["--pth", "weights/generator_mnist.pth"],
-    "GAN_int8_schemes.py": ["--pth", "weights/generator_mnist.pth"],
-    "GAN_train.py": ["--data_root", "data", "--output", "g.pth"],
+    "tools/GAN_benchmark.py": ["--pth", "weights/generator_mnist.pth"],
+    "tools/GAN_int8_schemes.py": ["--pth", "weights/generator_mnist.pth"],
+    "tools/GAN_train.py": ["--data_root", "data", "--output", "g.pth"],
     "GAN_eval.py": ["--train_classifier", "--data_root", "data"],
 }
 
@@ -157,7 +158,7 @@ def test_a_step_that_needs_torch_says_so_in_one_line(offline_python, tmp_path, s
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
     ran = subprocess.run([*command, *TORCH_STEPS[script]], capture_output=True, text=True, cwd=tmp_path)
     (line,) = ran.stderr.splitlines()
-    assert ran.returncode == 1 and line.startswith(f"{script}: error: this step needs torch") and "requirements.txt" in line
+    assert ran.returncode == 1 and line.startswith(f"{Path(script).name}: error: this step needs torch") and "requirements.txt" in line
     assert list(tmp_path.iterdir()) == [], "nothing written"
 
 

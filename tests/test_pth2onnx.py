@@ -108,8 +108,8 @@ def numpy_force_fp16(state, z):
 def test_fp16_preview_against_an_independent_numpy_implementation():
     from onnx import numpy_helper
 
+    from gan.onnx_models import ModelFile
     from GAN_layer_compare import expose_all_outputs, run_all_tensors
-    from gan_onnx import ModelFile
     from GAN_pth2onnx import emulate_fp16, export_onnx
 
     generator = random_generator(2)
@@ -188,10 +188,10 @@ def test_default_int8_export_passes_the_int8_preset_over_the_guide_s_workload_on
 
     import torch
 
+    from gan.files import latent_batch
+    from gan.onnx_models import onnx_session
+    from gan.perf import describe_cpu
     from GAN_compare import TOLERANCES, judge
-    from gan_io import latent_batch
-    from gan_onnx import onnx_session
-    from gan_perf import describe_cpu
     from models import load_generator
 
     run_script(
@@ -266,12 +266,12 @@ def test_a_library_warning_is_no_second_voice_beside_the_error(tmp_path):
 
 def test_a_warning_on_success_is_said_once_in_the_projects_words(tmp_path):
     script = (
-        "import sys, warnings; sys.path.insert(0, sys.argv[1]); import gan_cli, argparse\n"
+        "import sys, warnings; sys.path.insert(0, sys.argv[1]); import gan.cli, argparse\n"
         "def main(args):\n"
         "    for _ in range(3): warnings.warn('the thing may be slow')\n"
         "    warnings.warn('old API', DeprecationWarning)\n"
         "    return 0\n"
-        "sys.exit(gan_cli.run_main(main, argparse.ArgumentParser(prog='step.py'), []))\n"
+        "sys.exit(gan.cli.run_main(main, argparse.ArgumentParser(prog='step.py'), []))\n"
     )
     result = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_clean_error, random_generator, run_script
-from gan_records import MANIFEST, SUMMARY, read_manifest, read_regression, read_summary, save_step, write_json
+from gan.records import MANIFEST, SUMMARY, read_manifest, read_regression, read_summary, save_step, write_json
+from gan.runs import _digest, beside_run, manifest_path, run_summary
 from GAN_regression import mann_whitney_greater
-from gan_runs import _digest, beside_run, manifest_path, run_summary
 
 
 def regression(baseline, candidate, tmp_path, *extra):

@@ -24,7 +24,7 @@ def write_idx(root, count=96):
 def test_train_saves_loadable_weights_samples_and_resumes(tmp_path):
     data = write_idx(tmp_path / "data")
     output = tmp_path / "weights" / "g.pth"
-    first = run_script("GAN_train.py", "--data_root", str(data), "--epochs", "1", "--batch_size", "32", "--output", str(output))
+    first = run_script("tools/GAN_train.py", "--data_root", str(data), "--epochs", "1", "--batch_size", "32", "--output", str(output))
     assert "epoch=1 " in first.stdout
     state = torch.load(output, weights_only=True)
     assert set(state) == OFFICIAL_KEYS, "a plain state_dict with the official file's keys"
@@ -35,7 +35,7 @@ def test_train_saves_loadable_weights_samples_and_resumes(tmp_path):
     checkpoint = torch.load(train_dir / "checkpoint.pt", weights_only=True)  # tensors and plain values: resumable safely
     assert {"generator", "discriminator", "opt_g", "opt_d", "ema", "epoch"} <= set(checkpoint) and checkpoint["epoch"] == 0
     second = run_script(
-        "GAN_train.py",
+        "tools/GAN_train.py",
         "--data_root",
         str(data),
         "--epochs",
@@ -55,7 +55,7 @@ def test_train_saves_loadable_weights_samples_and_resumes(tmp_path):
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path):
-    result = run_script("GAN_train.py", "--data_root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "g.pth"), check=False)
+    result = run_script("tools/GAN_train.py", "--data_root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "g.pth"), check=False)
     assert_clean_error(result, "MNIST not found", "train-images-idx3-ubyte", "--download")
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refusal makes no training folder (g_train/)"
 
@@ -63,6 +63,6 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
 @pytest.mark.parametrize(("flag", "value"), [("--threads", "-3"), ("--seed", "-3"), ("--seed", str(2**32))])
 def test_numbers_are_checked_where_they_are_parsed(tmp_path, flag, value):
     """Found by the command-line fuzzer: torch's and numpy's own tracebacks for a negative thread count or seed."""
-    result = run_script("GAN_train.py", "--data_root", str(tmp_path), "--output", str(tmp_path / "g.pth"), flag, value, check=False)
+    result = run_script("tools/GAN_train.py", "--data_root", str(tmp_path), "--output", str(tmp_path / "g.pth"), flag, value, check=False)
     assert result.returncode == 2
     assert_clean_error(result, f"GAN_train.py: error: argument {flag}", value)

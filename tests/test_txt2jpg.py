@@ -8,9 +8,9 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from conftest import assert_clean_error, no_torch_env, partial_files, run_script
-from gan_cli import InputError
-from gan_io import format_msame_txt, grid_array, save_grid
-from gan_runs import list_output_files, open_run
+from gan.cli import InputError
+from gan.files import format_msame_txt, grid_array, save_grid
+from gan.runs import list_output_files, open_run
 
 
 @pytest.mark.parametrize("count", [1, 4, 10, 64])

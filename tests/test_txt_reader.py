@@ -1,4 +1,4 @@
-"""msame's TXT reader, the fast path (gan_txt.parse_g_values) against numpy's own parser: the same float32 values to
+"""msame's TXT reader, the fast path (gan.txt.parse_g_values) against numpy's own parser: the same float32 values to
 the bit wherever it answers, and None (numpy's parser then) wherever the text is outside its grammar."""
 
 import io
@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gan_io import format_msame_txt, parse_txt
-from gan_txt import parse_g_values
+from gan.files import format_msame_txt, parse_txt
+from gan.txt import parse_g_values
 
 EXAMPLES = 300
 

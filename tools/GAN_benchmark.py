@@ -13,13 +13,18 @@ before and after. Beyond a 10% spread, or on a busy machine, a figure is marked 
 written as a log in the runner's format and read back through perf_calc.py, so one tool computes every images/s.
 
 Beside each engine: its precision against PyTorch on the same latents (max abs, cosine), its cold start
-(session or compilation, and the first inference), and its share of the roofline of its precision (gan_limits.py:
+(session or compilation, and the first inference), and its share of the roofline of its precision (gan/limits.py:
 the best GEMM of numpy, ONNX Runtime and torch, int8 from ONNX Runtime's MatMulInteger, and the memory limit of
 streaming the model's weights once per call). A figure above its limit is reported as a bug of the limit.
 The thread table: the runner's choice at start-up against every fixed thread count, timed in the same blocks.
 """
 
-from gan_cli import exit_on_signal_until_ready
+import sys  # the root on the path first: the guide's steps and the gan package live there
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -32,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gan_cli import (
+from gan.cli import (
     HelpFormatter,
     batch_sizes,
     bounded_number,
@@ -81,9 +86,9 @@ require_modules(__name__, get_args_parser, "torch", "onnx")  # before the import
 import numpy as np
 import torch
 
-from gan_io import latent_batch, read_bytes, write_bytes_atomic
-from gan_limits import measure_limits, roofline, share_of_limit
-from gan_perf import MachineLoad, cpu_features, describe_cpu, describe_load, time_interleaved, unstable_reasons, versions
+from gan.files import latent_batch, read_bytes, write_bytes_atomic
+from gan.limits import measure_limits, roofline, share_of_limit
+from gan.perf import MachineLoad, cpu_features, describe_cpu, describe_load, time_interleaved, unstable_reasons, versions
 from models import load_generator
 from msame_onnxruntime import RUNNER_MARKER, Runner, thread_candidates
 from perf_calc import throughput
@@ -111,7 +116,7 @@ def txt_io(rounds, round_seconds, rows=64):
     plain read of the same file (its MB/s, the ceiling of any reader)."""
     import io
 
-    from gan_io import format_msame_txt, parse_txt
+    from gan.files import format_msame_txt, parse_txt
 
     images = np.tanh(np.random.default_rng(0).standard_normal((rows, 1, 28, 28))).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:

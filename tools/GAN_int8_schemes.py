@@ -14,7 +14,12 @@ the table says whether its outputs are bit-identical to this machine's. Emulated
 is read there. GAN_pth2onnx.py --quantize int8 uses the scheme marked "default".
 """
 
-from gan_cli import exit_on_signal_until_ready
+import sys  # the root on the path first: the guide's steps and the gan package live there
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -31,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli import HelpFormatter, InputError, import_required, positive_int, run_main
-from gan_io import latent_batch
-from gan_perf import describe_cpu
+from gan.cli import HelpFormatter, InputError, import_required, positive_int, run_main
+from gan.files import latent_batch
+from gan.perf import describe_cpu
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the repository root: the pipeline, its weights and its scripts
 SCHEMES = {  # name: (how, quantize_dynamic / quantize_static keyword arguments)
     "dynamic, per tensor": ("dynamic", {"per_channel": False, "reduce_range": False}),
     "dynamic, per channel": ("dynamic", {"per_channel": True, "reduce_range": False}),

@@ -8,7 +8,12 @@ new work folder (removed afterwards unless --keep), and prints per-step wall tim
 streams file by file grows linearly in time and not at all in memory.
 """
 
-from gan_cli import exit_on_signal_until_ready
+import sys  # the root on the path first: the guide's steps and the gan package live there
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -22,9 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan_cli import HelpFormatter, InputError, outfmt, positive_int, run_main
+from gan.cli import HelpFormatter, InputError, outfmt, positive_int, run_main
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the repository root: the pipeline, its weights and its scripts
 STEP_LINE = re.compile(r"^  (\w+)\s+([0-9.]+) s(?:\s+(\d+) MB)?$", re.M)
 
 

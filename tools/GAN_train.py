@@ -10,7 +10,12 @@ and with --eval_model the epoch whose samples score best is kept. The Generator 
 weights load in the upstream scripts and export to the same ONNX graph.
 """
 
-from gan_cli import exit_on_signal_until_ready
+import sys  # the root on the path first: the guide's steps and the gan package live there
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gan.cli import exit_on_signal_until_ready
 
 exit_on_signal_until_ready(__name__)  # before the slow imports below
 
@@ -22,7 +27,7 @@ import math
 import time
 from pathlib import Path
 
-from gan_cli import (
+from gan.cli import (
     HelpFormatter,
     InputError,
     check_output_file,
@@ -69,7 +74,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan_io import IMG_SIZE, LATENT_DIM, atomic_path, latent_batch, save_grid
+from gan.files import IMG_SIZE, LATENT_DIM, atomic_path, latent_batch, save_grid
 from models import Generator, extract_state_dict, load_checkpoint
 
 
