@@ -310,9 +310,13 @@ class Runner:
         the steady state. The first inference of the fresh session, on the batch's first rows (at most 1,024, or the
         model's fixed batch)."""
         rows = self.fixed_batch or min(len(batch), 1024)
-        self.cold_threads = self.threads
         _, first_ms = self.execute(batch[:rows])
-        return {"session_ms": round(session_ms, 3), "first_inference_ms": round(first_ms, 4), "first_inference_rows": int(rows)}
+        return {
+            "session_ms": round(session_ms, 3),
+            "first_inference_ms": round(first_ms, 4),
+            "first_inference_rows": int(rows),
+            "threads": self.threads,
+        }
 
     def read_batch(self, path):
         return np.frombuffer(read_bytes(path, "input file"), dtype=np.float32).reshape(-1, self.features)
@@ -503,7 +507,7 @@ def main(args):
         )
         print(
             f"[INFO] cold start: session made in {cold_start['session_ms']:.1f} ms (the model read included), first inference "
-            f"{cold_start['first_inference_ms']:.3f} ms on {cold_start['first_inference_rows']:,} row(s), {runner.cold_threads} thread(s); "
+            f"{cold_start['first_inference_ms']:.3f} ms on {cold_start['first_inference_rows']:,} row(s), {cold_start['threads']} thread(s); "
             f"excluded from every figure"
         )
         if len(devices) == 1:

@@ -261,10 +261,10 @@ def _parse_msame_like(path, text, tool):
         "p99_ms": None,
     }
     blocks = BLOCK.findall(text)
+    calls = [float(v) for v in PER_CALL.findall(text)]
     if blocks:  # the runner's own block (the card's, pooled, comes last)
         result.update(_spread(parse_stats(blocks[-1])), distribution="compute_time block")
     else:
-        calls = [float(v) for v in PER_CALL.findall(text)]
         if len(calls) >= 2:  # msame's per-call lines are a distribution too (6 significant digits)
             stats = latency_stats(calls)
             result.update(
@@ -276,8 +276,8 @@ def _parse_msame_like(path, text, tool):
     spreads = SPREAD.findall(text)
     if spreads:
         result["spread"] = {"cv": float(spreads[-1][0]) / 100, "blocks": int(spreads[-1][1])}
-    elif len(PER_CALL.findall(text)) >= 4:  # msame's per-call lines
-        result["spread"] = block_spread([float(v) for v in PER_CALL.findall(text)])
+    elif len(calls) >= 4:  # msame's per-call lines
+        result["spread"] = block_spread(calls)
     if tool == "onnxruntime":
         match = RUNNER_BATCH.search(text)
         if match:

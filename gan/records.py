@@ -263,7 +263,7 @@ SUMMARY = {
     },
     "spread?": Nullable({"cv": Number(0), "blocks": Count(2)}),
     "unstable?": ListOf(str),
-    "cold_start?": {"session_ms": Number(0), "first_inference_ms": Number(0), "first_inference_rows": Number(1)},
+    "cold_start?": {"session_ms": Number(0), "first_inference_ms": Number(0), "first_inference_rows": Number(1), "threads?": Count(1)},
 }
 
 PICTURE = {"path": str, "sha256": SHA256}

@@ -106,9 +106,10 @@ def weight_bytes(path):
 
 
 def precision(output, reference):
-    output, reference = np.asarray(output, np.float64).ravel(), np.asarray(reference, np.float64).ravel()
-    cosine = float(output @ reference / (np.linalg.norm(output) * np.linalg.norm(reference) or 1.0))
-    return {"max_abs": float(np.abs(output - reference).max()), "cosine": cosine}
+    """max abs, mean abs and cosine against PyTorch: the project's one computation of them (GAN_compare.Agreement)."""
+    from GAN_compare import Agreement
+
+    return Agreement().add(np.asarray(output, np.float64).ravel(), np.asarray(reference, np.float64).ravel())
 
 
 def txt_io(rounds, round_seconds, rows=64):
@@ -219,9 +220,9 @@ class Peers:
 def onnxruntime_engine(model, z):
     """The runner as it runs by default (session, then its start-up thread choice on this batch), its cold start
     (session and first inference of a fresh session), and a session per fixed thread count."""
-    fresh, session_ms = timed_first(lambda: Runner(Path(model)))
-    _, first_ms = fresh.execute(z)
-    auto = Runner(Path(model)).measure_threads(z)
+    auto, session_ms = timed_first(lambda: Runner(Path(model)))
+    _, first_ms = auto.execute(z)  # the fresh session's first call, before the choice runs it
+    auto.measure_threads(z)
     fixed = {t: Runner(Path(model), t) for t in thread_candidates()}
     cold = {"session_ms": session_ms, "first_inference_ms": first_ms}
     return auto, fixed, cold
