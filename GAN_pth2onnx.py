@@ -74,6 +74,7 @@ import torch.nn as nn
 from gan.files import IMG_SHAPE, LATENT_DIM, latent_batch, write_bytes_atomic
 from gan.onnx_models import onnx_session
 from gan.perf import describe_cpu, versions
+from gan.precision import emulate_fp16
 from gan.records import save_step
 from models import load_generator
 
@@ -153,53 +154,6 @@ def worst_difference(results, source, label):
             f"{source}: {label} outputs hold non-finite values (NaN or Inf) at batch {', '.join(map(str, not_finite))}: nothing written"
         )
     return max(diff for diff, _ in results.values())
-
-
-# Operators whose float result the fp16 preview rounds to fp16 (Reshape and Constant only move or name values).
-FP16_ROUNDED_OPS = {"Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization", "LeakyRelu", "Relu", "Tanh", "Sigmoid"}
-
-
-def emulate_fp16(model_bytes):
-    """The fp16 preview of a model (bytes in, bytes out): weights, the input and every operator's result rounded to
-    fp16, the arithmetic inside each operator in fp32 (see the module's docstring)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load_from_string(model_bytes)
-    graph = model.graph
-    for tensor in graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT:
-            values = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
-            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
-    nodes = []
-
-    def rounded(name, source, where):
-        """Cast `source` to float16 and back, into `name`."""
-        half = f"{source}_as_fp16"
-        return [
-            helper.make_node("Cast", [source], [half], name=f"{where}/round_fp16", to=TensorProto.FLOAT16),
-            helper.make_node("Cast", [half], [name], name=f"{where}/back_to_fp32", to=TensorProto.FLOAT),
-        ]
-
-    for graph_input in graph.input:  # the input is rounded once; every consumer reads the rounded value
-        inner = f"{graph_input.name}_fp16"
-        nodes += rounded(inner, graph_input.name, graph_input.name)
-        for node in graph.node:
-            node.input[:] = [inner if i == graph_input.name else i for i in node.input]
-    for node in graph.node:
-        for attribute in node.attribute:  # constants the chip holds in fp16: LeakyReLU's alpha, BatchNorm's eps
-            if attribute.type == onnx.AttributeProto.FLOAT and attribute.name in ("alpha", "epsilon"):
-                attribute.f = float(np.float16(attribute.f))
-        if node.op_type not in FP16_ROUNDED_OPS:
-            nodes.append(node)
-            continue
-        result = node.output[0]
-        node.output[0] = f"{result}_fp32"
-        nodes += [node, *rounded(result, node.output[0], node.name or result)]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def quantize_int8(generator, opset):

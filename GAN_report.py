@@ -225,7 +225,29 @@ def section_precision(workdir, export, export_problem, compare, compare_problem)
             ),
         ),
     ]
-    shown = compare["picture"]
+    elementwise = compare.get("elementwise")
+    if elementwise:  # Polygraphy's element-wise figures: fails where abs > atol and rel > rtol
+
+        def figure(value):
+            return "-" if value is None else f"{value:.3g}"
+
+        a, r = elementwise["abs"], elementwise["rel"]
+        blocks.append((
+            "table",
+            ["逐元素 Element-wise", "失败 Failing", "abs p50 / p99 / max", "rel p50 / p99 / max", "可通过 Would pass with", "结论 Verdict"],
+            [[
+                f"atol {elementwise['atol']:g}, rtol {elementwise['rtol']:g}",
+                f"{elementwise['failing']:,} of {elementwise['elements']:,} ({100 * elementwise['failing_share']:.3g}%)",
+                " / ".join(figure(a[k]) for k in ("p50", "p99", "max")),
+                " / ".join(figure(r[k]) for k in ("p50", "p99", "max")),
+                f"atol >= {figure(elementwise['needed_atol'])} or rtol >= {figure(elementwise['needed_rtol'])}",
+                elementwise["verdict"] or "not judged (no --atol / --rtol)",
+            ]],
+        ))  # fmt: skip
+    shown, plot = compare["picture"], compare.get("error_plot")
+    if plot is not None:
+        caption = "each element's absolute error against the reference's magnitude, and the histogram of the error"
+        blocks.append(picture(workdir, plot["path"], caption, plot["sha256"]))
     if shown is None:
         return blocks + [("p", ["This comparison drew no difference picture (--diff_image '')."])]
     inside = relative_inside(workdir, shown["path"])

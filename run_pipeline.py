@@ -244,7 +244,8 @@ def main(args):
         step("txt2jpg", [python, str(HERE / "GAN_txt2jpg.py"), f"--txt_path={workdir / 'out'}",
                          f"--infer_results_path={workdir / 'genimg'}"])  # fmt: skip
         step("compare", [python, str(HERE / "GAN_compare.py"), f"--online_path={workdir / 'images'}",
-                         f"--offline_path={workdir / 'out'}", "--diff_image", str(workdir / "compare_first_batch.png"), "--quiet",
+                         f"--offline_path={workdir / 'out'}", "--diff_image", str(workdir / "compare_first_batch.png"), "--error_plot",
+                         str(workdir / "compare_errors.png"), "--quiet",
                          "--save_json", str(workdir / "compare.json")])  # fmt: skip
         step("eval", [python, str(HERE / "GAN_eval.py"), "--images_path", str(workdir / "images"), "--images_path",
                       str(workdir / "out"), "--save_json", str(workdir / "eval.json")])  # fmt: skip
@@ -270,6 +271,7 @@ def main(args):
   out/<run>/                offline outputs ({args.outfmt}), {log} the runner's log
   genimg/<i>.jpg            offline grids
   compare_first_batch.png   online | offline | magnified difference, first batch
+  compare_errors.png        the error against the reference's magnitude, and its histogram
   *.json, steps.tsv         each step's figures, and what ran (read by the report){sweep}
   report.html, report.md    one page with all of it
 == time per step (and peak memory)""")

@@ -190,7 +190,8 @@ def check_finite(array, path, what="values"):
     """Refuse an array holding NaN or Inf: no picture, comparison or score of it means anything."""
     bad = array.size - int(np.isfinite(array).sum())
     if bad:
-        raise InputError(f"{path}: {bad} of {array.size} {what} are not finite (NaN or Inf)")
+        nan = int(np.isnan(array).sum())
+        raise InputError(f"{path}: {bad} of {array.size} {what} are not finite ({nan} NaN, {bad - nan} Inf)")
     return array
 
 

@@ -228,6 +228,23 @@ MANIFEST = {
 }
 
 ATC_RECORD_FORMAT = "gan-atc-record/1"
+ERROR_STATS = {name: Nullable(Number(0)) for name in ("max", "mean", "p50", "p90", "p99")}
+ELEMENTWISE = {  # gan/precision.ErrorStatistics.summary(), with GAN_compare's verdict (None: not checked)
+    "atol": Number(0),
+    "rtol": Number(0),
+    "elements": Count(1),
+    "failing": Count(),
+    "failing_share": Number(0, 1),
+    "nan": Count(),
+    "inf": Count(),
+    "needed_atol": Nullable(Number(0)),
+    "needed_rtol": Nullable(Number(0)),
+    "quantiles_every": Count(1),
+    "abs": ERROR_STATS,
+    "rel": ERROR_STATS,
+    "verdict": Nullable(OneOf("PASS", "FAIL")),
+}
+
 ATC_RECORD = {
     "format": OneOf(ATC_RECORD_FORMAT),
     "command": ListOf(str, 1),
@@ -313,6 +330,8 @@ STEP_RECORDS = {
         "verdict": OneOf("PASS", "FAIL"),
         "picture": Nullable({**PICTURE, "batch": Count()}),
         "batches": ListOf({"batch": Count(), "images": Count(1), "max_abs": Number(0), "mean_abs": Number(0), "cosine": Number()}, 1),
+        "elementwise?": ELEMENTWISE,
+        "error_plot?": Nullable(PICTURE),
     },
     "eval.json": {
         "targets": {"confidence": Number(0), "inception_score": Number(0), "min_digit_share": Number(0)},

@@ -174,10 +174,27 @@ def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
     manifest = json.loads((tmp_path / "out" / f".{run.name}.manifest.json").read_text())
     assert (manifest["status"], manifest["tool"], manifest["output_count"]) == ("complete", "msame", 3)
     fp16 = run_script(
-        "GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16", "--diff_image", ""
+        "GAN_compare.py",
+        f"--online_path={images}",
+        f"--offline_path={tmp_path / 'out'}",
+        "--tolerance",
+        "fp16",
+        "--diff_image",
+        "",
+        "--error_plot",
+        "",
     )
     assert "PASS: fp16" in fp16.stdout, "atc's default force_fp16 output passes the fp16 preset"
-    fp32 = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", "", check=False)
+    fp32 = run_script(
+        "GAN_compare.py",
+        f"--online_path={images}",
+        f"--offline_path={tmp_path / 'out'}",
+        "--diff_image",
+        "",
+        "--error_plot",
+        "",
+        check=False,
+    )
     assert fp32.returncode == 1, "...and is rightly refused by the fp32 preset"
     run_script("GAN_txt2jpg.py", f"--txt_path={tmp_path / 'out'}", f"--infer_results_path={tmp_path / 'gen'}")
     assert len(list((tmp_path / "gen").glob("*.jpg"))) == 3
@@ -195,7 +212,7 @@ def test_error_with_exit_0_is_a_failure(om_bs4, testdata, tmp_path):
     assert not list(run.iterdir()), "nothing gathered"
     assert json.loads((tmp_path / "out" / f".{run.name}.manifest.json").read_text())["status"] == "failed"
     images, _ = testdata
-    refused = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", check=False)
+    refused = run_script("GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--error_plot", "", check=False)
     assert_clean_error(refused, run, "incomplete run, failed")
 
 
@@ -301,7 +318,15 @@ def test_ais_bench(om_bs4, testdata, tmp_path):
     assert (
         "PASS: fp16"
         in run_script(
-            "GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "fp16", "--diff_image", ""
+            "GAN_compare.py",
+            f"--online_path={images}",
+            f"--offline_path={tmp_path / 'out'}",
+            "--tolerance",
+            "fp16",
+            "--diff_image",
+            "",
+            "--error_plot",
+            "",
         ).stdout
     )
     log = next((tmp_path / "out").glob("*.log"))

@@ -124,7 +124,15 @@ def test_an_output_that_is_a_device_or_pipe_is_never_replaced(pipeline_workdir, 
     os.mkfifo(fifo)
     for target in (device, fifo):
         result = run(
-            "GAN_compare.py", "--online_path", str(workdir / "images"), "--offline_path", str(workdir / "out"), "--save_json", str(target)
+            "GAN_compare.py",
+            "--online_path",
+            str(workdir / "images"),
+            "--offline_path",
+            str(workdir / "out"),
+            "--error_plot",
+            "",
+            "--save_json",
+            str(target),
         )
         assert result.returncode == 1
         assert_clean_error(result, str(target), "device, pipe or socket")

@@ -113,7 +113,7 @@ SPECS = {
     ),
     "GAN_compare.py": dict(
         inputs={"--online_path": ["images"], "--offline_path": ["out"]},
-        outputs={"--diff_image": "compare_first_batch.png", "--save_json": None},
+        outputs={"--diff_image": "compare_first_batch.png", "--error_plot": "compare_errors.png", "--save_json": None},
         required={"--online_path": "images", "--offline_path": "out"},
         cheap={"--quiet": None},
     ),

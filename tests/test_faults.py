@@ -185,7 +185,7 @@ def test_killed_run_is_refused_not_an_older_one(onnx_model, testdata, tmp_path):
     for command in (
         ("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={tmp_path / 'gen'}"),
         ("GAN_eval.py", "--images_path", str(out)),
-        ("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""),
+        ("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", ""),
     ):
         line = assert_clean_error(run(*command), killed, "incomplete run, never completed", "which is gone")
         assert f"of {400} outputs present" in line
@@ -213,10 +213,10 @@ def test_empty_newest_run_and_loose_files(testdata, tmp_path):
     os.utime(older, (time.time() - 60, time.time() - 60))
     empty = out / "2021926_8_7_6_12345"  # a newer msame run that wrote nothing
     empty.mkdir()
-    result = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "")
+    result = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", "")
     assert_clean_error(result, empty, "holds no output files")
     empty.rmdir()
-    passed = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "")
+    passed = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", "")
     assert passed.returncode == 0 and "no manifest" in passed.stdout, "a hand-made msame run is read, and said so"
     shutil.copy(images / "0.bin", out / "0_output_0.bin")  # a loose output beside the run folders
     result = run("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={tmp_path / 'gen'}")
@@ -255,7 +255,7 @@ def test_run_changed_after_it_completed(onnx_model, testdata, tmp_path):
     (run_dir,) = runs_in(out)
     (run_dir / "1_output_0.bin").unlink()
     assert_clean_error(
-        run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""),
+        run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", ""),
         run_dir / "1_output_0.bin",
         "listed in the run's manifest but missing",
     )
@@ -307,7 +307,9 @@ def test_testdata_and_compare_never_write_over_their_inputs(checkpoint, testdata
     out = tmp_path / "out"
     run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out))
     online_before = (images / "0.bin").read_bytes()
-    result = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", str(images / "0.bin"))
+    result = run(
+        "GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", str(images / "0.bin"), "--error_plot", ""
+    )
     assert_clean_error(result, images / "0.bin", "lies inside the input folder --online_path")
     assert (images / "0.bin").read_bytes() == online_before
     result = run("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={out}")
@@ -351,7 +353,9 @@ def test_nan_outputs_are_counted_by_the_runner_and_refused_by_readers(nan_model,
     bad = run_dir / "0_output_0.txt"
     assert_clean_error(run("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={tmp_path / 'gen'}"), bad, "not finite")
     assert not list((tmp_path / "gen").glob("*.jpg")) if (tmp_path / "gen").exists() else True
-    assert_clean_error(run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""), bad, "not finite")
+    assert_clean_error(
+        run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", ""), bad, "not finite"
+    )
     assert_clean_error(run("GAN_eval.py", "--images_path", str(out)), bad, "not finite")
 
 
@@ -411,7 +415,7 @@ def test_unreadable_files_and_folders(onnx_model, testdata, tmp_path, setpriv_wo
     online = tmp_path / "images"
     shutil.copytree(images, online)
     (online / "2.bin").chmod(0)
-    result = unprivileged("GAN_compare.py", f"--online_path={online}", f"--offline_path={out}", "--diff_image", "")
+    result = unprivileged("GAN_compare.py", f"--online_path={online}", f"--offline_path={out}", "--diff_image", "", "--error_plot", "")
     assert_clean_error(result, online / "2.bin", "Permission denied")
     (runs_in(out)[0]).chmod(0)
     result = unprivileged("GAN_txt2jpg.py", f"--txt_path={out}", f"--infer_results_path={tmp_path / 'gen'}")
@@ -435,7 +439,7 @@ def test_full_disk_under_standard_output(onnx_model, testdata, tmp_path, small_d
         preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))  # noqa: E731
     with log:
         result = subprocess.run(
-            [PY, str(ROOT / "GAN_compare.py"), f"--online_path={images}", f"--offline_path={out}", "--diff_image", ""],
+            [PY, str(ROOT / "GAN_compare.py"), f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", ""],
             stdout=log,
             stderr=subprocess.PIPE,
             text=True,
@@ -459,10 +463,20 @@ def test_diff_image_paths(onnx_model, testdata, tmp_path):
     images, vectors = testdata
     out = tmp_path / "out"
     run_script("run_msame.sh", "--model", str(onnx_model), "--input", str(vectors), "--output", str(out))
-    result = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", str(tmp_path / "new" / "d.png"))
+    result = run(
+        "GAN_compare.py",
+        f"--online_path={images}",
+        f"--offline_path={out}",
+        "--diff_image",
+        str(tmp_path / "new" / "d.png"),
+        "--error_plot",
+        "",
+    )
     assert result.returncode == 0 and (tmp_path / "new" / "d.png").is_file(), "a missing folder is created"
     (tmp_path / "a_folder").mkdir()
-    result = run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", str(tmp_path / "a_folder"))
+    result = run(
+        "GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", str(tmp_path / "a_folder"), "--error_plot", ""
+    )
     assert_clean_error(result, tmp_path / "a_folder", "is a folder; expected a file path")
 
 
@@ -716,7 +730,7 @@ def test_stale_parts_are_ignored_and_swept(onnx_model, testdata, tmp_path):
     dead.wait()
     stale = run_dir / f".3_output_0.bin.{dead.pid}.abcdefgh.part"  # what a SIGKILL mid-write leaves
     stale.write_bytes(b"\0" * 100)
-    assert run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "").returncode == 0
+    assert run("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", "").returncode == 0
     gen = tmp_path / "gen"
     gen.mkdir()
     stale_jpg = gen / f".0.jpg.{dead.pid}.abcdefgh.part"

@@ -70,6 +70,8 @@ def test_every_offline_step_runs_without_torch(offline_python, onnx_model, testd
         f"--offline_path={work / 'out'}",
         "--diff_image",
         str(work / "compare_first_batch.png"),
+        "--error_plot",
+        str(work / "compare_errors.png"),
         "--save_json",
         str(work / "compare.json"),
     )

@@ -82,7 +82,15 @@ def test_int8_model_is_a_second_file_close_to_pytorch(checkpoint, testdata, tmp_
     images, vectors = testdata
     run_script("run_msame.sh", "--model", str(int8), "--input", str(vectors), "--output", str(tmp_path / "out"))
     passed = run_script(
-        "GAN_compare.py", f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--tolerance", "int8", "--diff_image", ""
+        "GAN_compare.py",
+        f"--online_path={images}",
+        f"--offline_path={tmp_path / 'out'}",
+        "--tolerance",
+        "int8",
+        "--diff_image",
+        "",
+        "--error_plot",
+        "",
     )
     assert "PASS: int8" in passed.stdout
 
@@ -173,7 +181,7 @@ def test_fp16_preview_is_written_and_judged_by_the_fp16_preset(checkpoint, testd
     assert (inp.name, inp.type, out.name, out.type) == ("Z", "tensor(float)", "generateimg", "tensor(float)")
     images, vectors = testdata
     run_script("run_msame.sh", "--model", str(preview), "--input", str(vectors), "--output", str(tmp_path / "out"), "--outfmt", "TXT")
-    args = [f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", ""]
+    args = [f"--online_path={images}", f"--offline_path={tmp_path / 'out'}", "--diff_image", "", "--error_plot", ""]
     assert "PASS: fp16" in run_script("GAN_compare.py", *args, "--tolerance", "fp16").stdout
     assert run_script("GAN_compare.py", *args, "--tolerance", "fp32", check=False).returncode == 1, "fp32 rightly fails"
 

@@ -111,7 +111,7 @@ def test_an_int8_candidate_is_worse_in_precision(pipeline_workdir, checkpoint, t
         "--outfmt",
         "TXT",
     )
-    run_script("GAN_compare.py", "--online_path", str(candidate / "images"), "--offline_path", str(candidate / "out"), "--quiet", "--diff_image", "",
+    run_script("GAN_compare.py", "--online_path", str(candidate / "images"), "--offline_path", str(candidate / "out"), "--quiet", "--diff_image", "", "--error_plot", "",
                "--save_json", str(candidate / "compare.json"), check=False)  # fmt: skip
     result, record = regression(baseline, candidate, tmp_path)
     assert result.returncode == 1

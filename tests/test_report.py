@@ -59,7 +59,7 @@ def test_report_html_is_self_contained_and_every_picture_decodes(pipeline_workdi
     for section in SECTIONS:
         assert any(h.startswith(section) for h in page.headings), section
     sources = [image["data-source"] for image in page.images]
-    assert sorted(sources) == sorted(["compare_first_batch.png"] + [f"{side}/{i}.jpg" for i in range(3) for side in ("images", "genimg")])
+    assert sorted(sources) == sorted(["compare_first_batch.png", "compare_errors.png"] + [f"{side}/{i}.jpg" for i in range(3) for side in ("images", "genimg")])
     for image in page.images:
         kind, data = re.fullmatch(r"data:image/(png|jpeg);base64,(.*)", image["src"], re.S).groups()
         picture = Image.open(io.BytesIO(base64.b64decode(data)))
@@ -78,9 +78,11 @@ def test_report_md_links_resolve_and_figures_are_this_runs(pipeline_workdir):
     for section in SECTIONS:
         assert re.search(rf"^## {section} \(", markdown, re.M), section
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert len(links) == 7 and all((workdir / link).is_file() for link in links)
+    assert len(links) == 8 and all((workdir / link).is_file() for link in links)
     overall = json.loads((workdir / "compare.json").read_text())["overall"]
     assert f"| {overall['batches']} | {overall['images']} | {overall['max_abs']:.3e} |" in markdown
+    elementwise = json.loads((workdir / "compare.json").read_text())["elementwise"]
+    assert f"| atol 1e-05, rtol 1e-05 | {elementwise['failing']:,} of {elementwise['elements']:,} (" in markdown, "Polygraphy's figures"
     fps = json.loads((workdir / "perf.json").read_text())["logs"][0]["fps"]
     assert f"{fps:,.1f}" in markdown
     assert re.search(r"^\| export \| `.*GAN_pth2onnx\.py .*` \| ok \| \d+\.\d\d \| \d+ \|$", markdown, re.M)

@@ -40,12 +40,24 @@ def refused_by_every_reader(out, tmp_path, *must_name, images=None):
     """Every reader of runs refuses `out` in one line naming `must_name`, and writes nothing."""
     commands = [reader(out, tmp_path) for reader in READERS]
     if images is not None:
-        commands.append(("GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", str(tmp_path / "d.png")))
+        commands.append(
+            (
+                "GAN_compare.py",
+                f"--online_path={images}",
+                f"--offline_path={out}",
+                "--diff_image",
+                str(tmp_path / "d.png"),
+                "--error_plot",
+                str(tmp_path / "e.png"),
+            )
+        )
     for command in commands:
         result = run(*command)
         assert result.returncode == 1, command
         assert_clean_error(result, *must_name)
-    assert not (tmp_path / "gen").exists() and not (tmp_path / "d.png").exists(), "nothing written from a refused run"
+    assert not (tmp_path / "gen").exists() and not (tmp_path / "d.png").exists() and not (tmp_path / "e.png").exists(), (
+        "nothing written from a refused run"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
