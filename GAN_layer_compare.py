@@ -40,8 +40,19 @@ def get_args_parser():
     )
     parser.add_argument("--pth", required=True, help="generator checkpoint the ONNX model was exported from")
     parser.add_argument("--onnx", required=True, help="ONNX model: GAN.onnx, a --fold'ed one, GAN_int8.onnx or GAN_fp16emu.onnx")
-    parser.add_argument("--input", required=True, help="one input batch, float32 (rows, 100): vectors/<i>.bin")
+    parser.add_argument("--input", default=None, help="one input batch, float32 (rows, 100): vectors/<i>.bin (needed unless --advise)")
     parser.add_argument("--csv", default=None, help="also write the table as CSV here")
+    parser.add_argument(
+        "--advise",
+        choices=["fp32", "fp16", "int8"],
+        default=None,
+        help="find the operators atc should keep in fp32 for the fp16 preview to pass this preset of GAN_compare.py (default: none)",
+    )
+    parser.add_argument(
+        "--keep_dtype",
+        default="keep_dtype.cfg",
+        help="with --advise: write them here, as atc's --keep_dtype file (default: keep_dtype.cfg)",
+    )
     return parser
 
 
@@ -50,64 +61,24 @@ require_modules(__name__, get_args_parser, "torch", "onnx")  # before the import
 import numpy as np
 import torch
 
-from gan.files import LATENT_DIM, atomic_path, check_finite, read_bin
-from gan.onnx_models import ModelFile, model_signature, onnx_session, read_model
+from gan.files import LATENT_DIM, atomic_path, check_finite, latent_batch, read_bin
+from gan.onnx_models import ModelFile, external_data_locations, model_signature, onnx_session, read_model
+from gan.perf import describe_cpu
+from gan.precision import FP16_ROUNDED_OPS, breaches, emulate_fp16, fp16_range, smallest_keep_set
+from gan.precision import operator_compare as compare
 from models import load_generator
 
-# msit debug compare's "normal precision" thresholds (value passes when the comparison holds)
-THRESHOLDS = {"cosine": (">", 0.99), "red": ("<", 0.05), "kld": ("<", 0.005), "rmse": ("<", 1.0), "mean_rel": ("<", 1.0)}
 ACTIVATIONS = {"LeakyRelu", "Tanh", "Relu", "Sigmoid"}
 PASS_THROUGH = {"Cast", "Identity"}
-FLOAT32_EPS = float(np.finfo(np.float32).eps)
 COLUMNS = ("cosine", "max_abs", "mean_abs", "max_rel", "mean_rel", "red", "kld", "rmse")
 
 
-def compare(ours, reference):
-    """Ascend operator-compare metrics of `ours` against `reference` (both float64, same shape)."""
-    x, y = ours.ravel(), reference.ravel()
-    diff = x - y
-    relative = np.where(np.abs(y) > FLOAT32_EPS, np.abs(diff) / np.where(np.abs(y) > FLOAT32_EPS, np.abs(y), 1.0), 0.0)
-    norm_x, norm_y = np.linalg.norm(x), np.linalg.norm(y)
-    cosine = float(x @ y / (norm_x * norm_y)) if norm_x and norm_y else (1.0 if norm_x == norm_y else 0.0)
-    return {
-        "cosine": cosine,
-        "max_abs": float(np.abs(diff).max()),
-        "mean_abs": float(np.abs(diff).mean()),
-        "max_rel": float(relative.max()),
-        "mean_rel": float(relative.mean()),
-        "red": float(np.linalg.norm(diff) / norm_y) if norm_y else float("inf"),
-        "kld": kl_divergence(x, y),
-        "rmse": float(np.sqrt(np.mean(diff**2))),
-    }
-
-
-def kl_divergence(ours, reference):
-    """KL(ours || reference) of the min-max-normalised tensors as probability distributions (operator compare's)."""
-
-    def distribution(values):
-        low, high = values.min(), values.max()
-        scaled = (values - low) / (high - low) if high > low else values
-        scaled = np.maximum(scaled, FLOAT32_EPS)
-        return scaled / scaled.sum()
-
-    p, q = distribution(ours), distribution(reference)
-    return float((p * np.log(p / q)).sum())
-
-
-def breaches(metrics):
-    """The metrics beyond msit's normal-precision thresholds."""
-    return [
-        name
-        for name, (direction, limit) in THRESHOLDS.items()
-        if not (metrics[name] > limit if direction == ">" else metrics[name] < limit)
-    ]
-
-
-def expose_all_outputs(model_bytes):
-    """The model with every node's output also a graph output (msit's way of dumping an ONNX model)."""
+def expose_all_outputs(original):
+    """A copy of the model with every node's output also a graph output (msit's way of dumping an ONNX model)."""
     import onnx
 
-    model = onnx.load_from_string(model_bytes)
+    model = onnx.ModelProto()
+    model.CopyFrom(original)
     present = {o.name for o in model.graph.output}
     for node in model.graph.node:
         for name in node.output:
@@ -185,8 +156,45 @@ def map_layers(graph, layers):
     return rows
 
 
+def layer_input_model(model, producer, tensor):
+    """A copy of `model` in which the tensor that `producer` computes is a graph input (the layer after it is fed
+    from outside) and `tensor` the one output; the casts after the producer (the preview's rounding) still apply."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        node.output[:] = [f"{name}/replaced" if name == producer else name for name in node.output]
+    copy.graph.input.append(onnx.helper.make_tensor_value_info(producer, onnx.TensorProto.FLOAT, None))
+    del copy.graph.output[:]
+    copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    return copy.SerializeToString()
+
+
+def own_errors(model_file, model, mapped, reference, batch):
+    """[metrics] per row of each layer fed the fp64 reference of the layer before it (cast to float32): its own
+    error, apart from what it inherits (msit's -single). The first layer reads the input itself: its own error is
+    its error."""
+    feeds, own = {model.graph.input[0].name: batch}, [None]
+    for (_, before, _, before_index), (_, _, tensor, index) in zip(mapped, mapped[1:]):
+        session = onnx_session(ModelFile(layer_input_model(model, before.output[0], tensor), model_file.folder, model_file.name))
+        fed = {**feeds, before.output[0]: reference[before_index][2].astype(np.float32)}
+        own.append(compare(session.run([tensor], fed)[0].astype(np.float64), reference[index][2]))
+    return own
+
+
+def fp16_counts(values, modules):
+    """{fp16_overflow, fp16_underflow} of a layer's exact (fp64) output, and of its modules' parameters and buffers."""
+    tensors = [t.detach().double().numpy() for m in modules for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))]
+    tensors = [t for t in tensors if t.dtype.kind == "f"]
+    params = np.concatenate([t.ravel() for t in tensors]) if tensors else np.zeros(0)
+    (over, under), (param_over, param_under) = fp16_range(values), fp16_range(params)
+    return {"fp16_overflow": over, "fp16_underflow": under, "param_fp16_overflow": param_over, "param_fp16_underflow": param_under}
+
+
 def layer_table(pth, onnx_model, batch):
-    """[row dict] per mapped ONNX operator: metrics against fp64, PyTorch fp32's max abs for scale."""
+    """[row dict] per mapped ONNX operator: metrics against fp64 as carried through the model and as the layer's own
+    (fed the reference's input), fp16's range on the layer, PyTorch fp32's max abs for scale."""
     generator = load_generator(pth)
     reference = pytorch_layers(generator, batch, torch.float64)
     fp32 = {i: out for i, _, out in pytorch_layers(generator, batch, torch.float32)}
@@ -198,19 +206,19 @@ def layer_table(pth, onnx_model, batch):
     signature = model_signature(onnx_session(model_file), model_file.name, features=LATENT_DIM)
     if signature.fixed_batch is not None and signature.fixed_batch != len(batch):
         raise InputError(f"{model_file.name}: takes batches of exactly {signature.fixed_batch}, the input holds {len(batch)} rows")
-    try:
-        model = expose_all_outputs(model_file.content)
-    except Exception as err:  # noqa: BLE001 - protobuf raises various errors on a file that is not ONNX
-        raise InputError(f"{model_file.name}: not a readable ONNX model ({type(err).__name__})") from None
+    model = load_onnx(model_file)
     mapped = map_layers(model.graph, reference)  # before running: a model of another network is refused as such
-    tensors = run_all_tensors(model_file, batch, model)
+    tensors = run_all_tensors(model_file, batch, expose_all_outputs(model))
+    own = own_errors(model_file, model, mapped, reference, batch)
     rows = []
-    for label, node, tensor, index in mapped:
+    for (label, node, tensor, index), own_metrics in zip(mapped, own):
         ours = tensors[tensor].astype(np.float64)
         expected = reference[index][2]
         if ours.shape != expected.shape:
             raise InputError(f"{label}: the ONNX tensor {tensor} is {ours.shape}, the PyTorch layer's output {expected.shape}")
         metrics = compare(ours, expected)
+        own_metrics = own_metrics or metrics
+        modules = [reference[i][1] for i in ((index - 1, index) if "+" in label else (index,))]
         rows.append(
             {
                 "layer": label,
@@ -219,11 +227,28 @@ def layer_table(pth, onnx_model, batch):
                 "tensor": tensor,
                 "shape": "x".join(map(str, ours.shape)),
                 **metrics,
+                "own": own_metrics,
                 "pytorch_fp32_max_abs": float(np.abs(fp32[index] - expected).max()),
                 "over_threshold": breaches(metrics),
+                "own_over_threshold": breaches(own_metrics),
+                **fp16_counts(expected, modules),
             }
         )
     return rows
+
+
+def load_onnx(model_file):
+    """The ONNX ModelProto of a ModelFile, its external data read from the model's own folder; one line if not ONNX."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        model = onnx.load_from_string(model_file.content)
+        if model_file.folder is not None and external_data_locations(model_file.content):
+            load_external_data_for_model(model, model_file.folder)
+        return model
+    except Exception as err:  # noqa: BLE001 - protobuf raises various errors on a file that is not ONNX
+        raise InputError(f"{model_file.name}: not a readable ONNX model ({type(err).__name__})") from None
 
 
 def format_table(rows):
@@ -232,80 +257,191 @@ def format_table(rows):
         mark = "!" if name in row["over_threshold"] else ""
         return f"{value:.7f}{mark}" if name == "cosine" else f"{value:.3e}{mark}"
 
-    header = f"{'layer':<30} {'onnx op':<18} {'shape':<9} " + " ".join(f"{c:>12}" for c in COLUMNS) + f" {'torch fp32':>11}"
+    def own(row):
+        mark = "!" if row["own_over_threshold"] else ""
+        return f"{row['own']['cosine']:.7f}{mark}"
+
+    header = (
+        f"{'layer':<30} {'onnx op':<18} {'shape':<9} "
+        + " ".join(f"{c:>12}" for c in COLUMNS)
+        + f" {'torch fp32':>11} {'own cosine':>11} {'own max_abs':>11} {'fp16 over':>11} {'fp16 under':>12}"
+    )
     lines = [header]
     for row in rows:
         lines.append(
             f"{row['layer'][:30]:<30} {row['op_type'][:18]:<18} {row['shape']:<9} "
             + " ".join(f"{cell(row, c):>12}" for c in COLUMNS)
-            + f" {row['pytorch_fp32_max_abs']:>11.3e}"
+            + f" {row['pytorch_fp32_max_abs']:>11.3e} {own(row):>11} {row['own']['max_abs']:>11.3e}"
+            + f" {row['fp16_overflow']:>5}+{row['param_fp16_overflow']:<5} {row['fp16_underflow']:>6}+{row['param_fp16_underflow']:<5}"
         )
     return lines
+
+
+CSV_COLUMNS = {
+    "cosine": "CosineSimilarity",
+    "max_abs": "MaxAbsoluteError",
+    "mean_abs": "MeanAbsoluteError",
+    "max_rel": "MaxRelativeError",
+    "mean_rel": "MeanRelativeError",
+    "red": "RelativeEuclideanDistance",
+    "kld": "KullbackLeiblerDivergence",
+    "rmse": "RootMeanSquareError",
+}
+COUNTS = {
+    "fp16_overflow": "Fp16OverflowValues",
+    "fp16_underflow": "Fp16UnderflowValues",
+    "param_fp16_overflow": "Fp16OverflowParameters",
+    "param_fp16_underflow": "Fp16UnderflowParameters",
+}
 
 
 def write_csv(rows, path):
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(
-        [
-            "layer",
-            "onnx_node",
-            "op_type",
-            "tensor",
-            "shape",
-            "CosineSimilarity",
-            "MaxAbsoluteError",
-            "MeanAbsoluteError",
-            "MaxRelativeError",
-            "MeanRelativeError",
-            "RelativeEuclideanDistance",
-            "KullbackLeiblerDivergence",
-            "RootMeanSquareError",
-            "PyTorchFp32MaxAbsoluteError",
-            "OverThreshold",
-        ]
+        ["layer", "onnx_node", "op_type", "tensor", "shape", *CSV_COLUMNS.values(), "PyTorchFp32MaxAbsoluteError", "OverThreshold"]
+        + [f"Own{name}" for name in CSV_COLUMNS.values()]
+        + ["OwnOverThreshold", *COUNTS.values()]
     )
     for row in rows:
         writer.writerow(
-            [
-                row["layer"],
-                row["onnx_node"],
-                row["op_type"],
-                row["tensor"],
-                row["shape"],
-                *(f"{row[c]:.9g}" for c in COLUMNS),
-                f"{row['pytorch_fp32_max_abs']:.9g}",
-                ";".join(row["over_threshold"]),
-            ]
+            [row["layer"], row["onnx_node"], row["op_type"], row["tensor"], row["shape"]]
+            + [f"{row[c]:.9g}" for c in COLUMNS]
+            + [f"{row['pytorch_fp32_max_abs']:.9g}", ";".join(row["over_threshold"])]
+            + [f"{row['own'][c]:.9g}" for c in COLUMNS]
+            + [";".join(row["own_over_threshold"]), *(row[c] for c in COUNTS)]
         )
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue())
 
 
-def main(args):
-    if args.csv:
-        check_output_file(args.csv, "--csv")
-        refuse_overlap([("--pth", args.pth), ("--onnx", args.onnx), ("--input", args.input)], [("--csv", args.csv)])
+def describe_first(rows):
+    """Lines naming the first layer beyond msit's thresholds, whether the error is its own or carried, and fp16's range."""
+    first = next((row for row in rows if row["over_threshold"]), None)
+    lines = []
+    if first is None:
+        lines.append("first layer over a threshold: none")
+    else:
+        where = f"{first['layer']} ({first['op_type']} {first['onnx_node']})"
+        if first["own_over_threshold"]:
+            cause = f"its own error (fed the fp64 reference's input) breaks {', '.join(first['own_over_threshold'])}: the error starts here"
+        else:
+            cause = "its own error (fed the fp64 reference's input) is within every threshold: the error is carried from the layers before"
+        lines.append(f"first layer over a threshold: {where}: {', '.join(first['over_threshold'])}; {cause}")
+    for row in rows:
+        if row["fp16_overflow"] or row["param_fp16_overflow"]:
+            lines.append(
+                f"fp16 overflow (|x| > 65504): {row['layer']} ({row['onnx_node']}): {row['fp16_overflow']} output values, "
+                f"{row['param_fp16_overflow']} parameters"
+            )
+    return lines
+
+
+# --advise: the layers atc should keep in fp32 (its --keep_dtype) for the fp16 preview to pass a preset
+
+REFUSED_FOR_ADVICE = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "Cast"}
+
+
+def advise(pth, onnx_path, preset):
+    """(kept node names or None, figures of the advice, figures with nothing kept, sets tried, proven smallest,
+    candidates): the smallest set of operators whose fp32 keeps the fp16 preview within `preset` over the guide's
+    workload, searched by gan/precision.smallest_keep_set."""
+    from GAN_compare import TOLERANCES, Agreement, judge
+    from GAN_pth2onnx import WORKLOAD_BATCH_SIZE, WORKLOAD_BATCHES, WORKLOAD_SEED
+
+    model_file = read_model(onnx_path)
+    signature = model_signature(onnx_session(model_file), model_file.name, features=LATENT_DIM)
+    model = load_onnx(model_file)
+    variant = sorted({n.op_type for n in model.graph.node} & REFUSED_FOR_ADVICE)
+    if variant:
+        raise InputError(
+            f"{onnx_path}: holds {', '.join(variant)}: not the fp32 export that atc converts (advise on GAN.onnx, not on a preview or an int8 model)"
+        )
+    candidates = [n.name for n in model.graph.node if n.op_type in FP16_ROUNDED_OPS and n.name]
+    if not candidates:
+        raise InputError(f"{onnx_path}: no named operator that fp16 rounds: nothing atc's --keep_dtype could name")
+    images = WORKLOAD_BATCHES * WORKLOAD_BATCH_SIZE
+    chunk = signature.fixed_batch or images
+    if images % chunk:
+        raise InputError(
+            f"{onnx_path}: takes batches of exactly {chunk}, which do not divide the guide's {WORKLOAD_BATCHES} x {WORKLOAD_BATCH_SIZE}"
+        )
+    latents = np.concatenate([latent_batch(WORKLOAD_SEED, i, WORKLOAD_BATCH_SIZE) for i in range(WORKLOAD_BATCHES)])
+    generator = load_generator(pth)
+    with torch.inference_mode():  # PyTorch fp32: the online reference of the pipeline
+        expected = generator(torch.from_numpy(latents)).numpy().astype(np.float64).reshape(images, -1)
+    content = model.SerializeToString()
+
+    def evaluate(keep):
+        session = onnx_session(ModelFile(emulate_fp16(content, keep), None, model_file.name))
+        name = session.get_inputs()[0].name
+        agreement = Agreement()
+        for start in range(0, images, chunk):
+            got = session.run(None, {name: latents[start : start + chunk]})[0].astype(np.float64)
+            agreement.add(expected[start : start + chunk].ravel(), got.ravel())
+        figures = {"images": images, **agreement.overall()}
+        finite = all(np.isfinite(v) for v in figures.values())
+        return finite and judge(figures["max_abs"], figures["mean_abs"], figures["cosine"], TOLERANCES[preset]), figures
+
+    return (*smallest_keep_set(candidates, evaluate), candidates)
+
+
+def print_advice(args, kept, figures, baseline, tried, proven, candidates):
+    from GAN_compare import TOLERANCES, describe_limits
+
+    def said(f):
+        return f"max abs {f['max_abs']:.3e}, mean abs {f['mean_abs']:.3e}, cosine {f['cosine']:.7f}"
+
+    print(
+        f"fp16 preview of {args.onnx} with nothing kept, on the guide's workload ({baseline['images']:,} images, seed 0) against "
+        f"PyTorch: {said(baseline)}; the {args.advise} preset: {describe_limits(TOLERANCES[args.advise])} (on {describe_cpu()})"
+    )
+    if kept is None:
+        raise InputError(
+            f"{args.onnx}: no set of operators kept in fp32 passes the {args.advise} preset, not even all {len(candidates)} "
+            f"({said(figures)}): nothing written"
+        )
+    if not kept:
+        print(f"PASS: the fp16 preview passes the {args.advise} preset with no operator kept: no --keep_dtype needed; nothing written")
+        return
+    with atomic_path(args.keep_dtype) as tmp:
+        tmp.write_text("".join(f"{name}\n" for name in kept))
+    how = "the smallest set" if proven else "a set from which no operator can be dropped, not proven the smallest"
+    print(f"keep in fp32 ({how}; {tried} sets of the {len(candidates)} operators tried): {', '.join(kept)}")
+    print(f"PASS: with them kept, {said(figures)}: within the {args.advise} preset")
+    print(f"wrote {args.keep_dtype} (one operator name of {args.onnx} per line, as atc's --keep_dtype reads them)")
+    print(f"convert with: bash atc_convert.sh --onnx {args.onnx} --keep_dtype {args.keep_dtype}")
+    print(f"  (atc ... --precision_mode=force_fp16 --keep_dtype={args.keep_dtype}; must_keep_origin_dtype would ignore it)")
+
+
+def layer_report(args):
     batch = check_finite(read_bin(args.input, LATENT_DIM, "input file"), args.input).copy()
     rows = layer_table(args.pth, args.onnx, batch)
     print(
         f"{Path(args.onnx).name} against PyTorch fp64 on {args.input} ({len(batch)} rows); '!' marks a value beyond msit's "
-        f"normal-precision thresholds (cosine > 0.99, RED < 0.05, KLD < 0.005, RMSE < 1.0, mean rel < 1.0)"
+        f"normal-precision thresholds (cosine > 0.99, RED < 0.05, KLD < 0.005, RMSE < 1.0, mean rel < 1.0); 'own': the layer "
+        f"fed the fp64 reference's input; 'fp16 over/under': output values + parameters beyond fp16's range"
     )
     print("\n".join(format_table(rows)))
-    first = next((row for row in rows if row["over_threshold"]), None)
+    print("\n".join(describe_first(rows)))
     worst = max(rows, key=lambda row: row["max_abs"])
-    if first:
-        print(
-            f"first layer over a threshold: {first['layer']} ({first['op_type']} {first['onnx_node']}): "
-            f"{', '.join(first['over_threshold'])}"
-        )
-    else:
-        print("first layer over a threshold: none")
     print(f"largest max abs error: {worst['layer']} ({worst['op_type']}), {worst['max_abs']:.3e}")
     if args.csv:
         write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
+
+
+def main(args):
+    outputs = [(flag, path) for flag, path in (("--csv", args.csv), ("--keep_dtype", args.keep_dtype if args.advise else None)) if path]
+    for flag, path in outputs:
+        check_output_file(path, flag)
+    refuse_overlap([("--pth", args.pth), ("--onnx", args.onnx), ("--input", args.input)], outputs)
+    if args.input is None and not args.advise:
+        raise InputError("--input: one input batch is needed for the layer table (vectors/<i>.bin), unless --advise is given")
+    if args.input is not None:
+        layer_report(args)
+    if args.advise:
+        print_advice(args, *advise(args.pth, args.onnx, args.advise))
     return 0
 
 

@@ -120,11 +120,98 @@ def describe_needed(figures):
     return f"would pass with {atol} (at rtol {figures['rtol']:g}), or {rtol} (at atol {figures['atol']:g})"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Layer by layer, as msit debug compare measures (Ascend's operator compare).
+
+# msit debug compare's "normal precision" thresholds (value passes when the comparison holds)
+MSIT_THRESHOLDS = {"cosine": (">", 0.99), "red": ("<", 0.05), "kld": ("<", 0.005), "rmse": ("<", 1.0), "mean_rel": ("<", 1.0)}
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def operator_compare(ours, reference):
+    """Ascend operator-compare metrics of `ours` against `reference` (both float64, same shape)."""
+    x, y = ours.ravel(), reference.ravel()
+    diff = x - y
+    relative = np.where(np.abs(y) > FLOAT32_EPS, np.abs(diff) / np.where(np.abs(y) > FLOAT32_EPS, np.abs(y), 1.0), 0.0)
+    norm_x, norm_y = np.linalg.norm(x), np.linalg.norm(y)
+    cosine = float(x @ y / (norm_x * norm_y)) if norm_x and norm_y else (1.0 if norm_x == norm_y else 0.0)
+    return {
+        "cosine": cosine,
+        "max_abs": float(np.abs(diff).max()),
+        "mean_abs": float(np.abs(diff).mean()),
+        "max_rel": float(relative.max()),
+        "mean_rel": float(relative.mean()),
+        "red": float(np.linalg.norm(diff) / norm_y) if norm_y else float("inf"),
+        "kld": kl_divergence(x, y),
+        "rmse": float(np.sqrt(np.mean(diff**2))),
+    }
+
+
+def kl_divergence(ours, reference):
+    """KL(ours || reference) of the min-max-normalised tensors as probability distributions (operator compare's)."""
+
+    def distribution(values):
+        low, high = values.min(), values.max()
+        scaled = (values - low) / (high - low) if high > low else values
+        scaled = np.maximum(scaled, FLOAT32_EPS)
+        return scaled / scaled.sum()
+
+    p, q = distribution(ours), distribution(reference)
+    return float((p * np.log(p / q)).sum())
+
+
+def breaches(metrics):
+    """The metrics beyond msit's normal-precision thresholds."""
+    return [
+        name
+        for name, (direction, limit) in MSIT_THRESHOLDS.items()
+        if not (metrics[name] > limit if direction == ">" else metrics[name] < limit)
+    ]
+
+
 def fp16_range(values):
     """(overflow, underflow) counts of `values` held in float16: |x| > 65504 becomes Inf; 0 < |x| < 2**-14 loses
     digits (subnormal) or becomes zero."""
     magnitude = np.abs(np.asarray(values, np.float64))
     return int((magnitude > FP16_MAX).sum()), int(((magnitude > 0) & (magnitude < FP16_SMALLEST_NORMAL)).sum())
+
+
+def smallest_keep_set(candidates, evaluate, exhaustive_up_to=2):
+    """The smallest set of `candidates` (operator names, in graph order) to keep in fp32, by `evaluate(keep)` ->
+    (passes, figures). Returns (kept or None, its figures, the figures with nothing kept, sets tried, proven).
+
+    Nothing kept first, then all kept (None when even that fails: fp32 throughout does not pass, so fp16 is not the
+    cause); then every set of 1 and 2 operators (the smallest passing size is proven; among its passing sets the one
+    with the smallest max abs error); beyond, from all kept, each operator dropped in turn, last first, while the
+    rest still passes: a set from which no operator can be dropped, not proven the smallest."""
+    from itertools import combinations
+
+    tried = {}
+
+    def run(keep):
+        if keep not in tried:
+            tried[keep] = evaluate(keep)
+        return tried[keep]
+
+    passes, baseline = run(())
+    if passes:
+        return [], baseline, baseline, len(tried), True
+    everything = tuple(candidates)
+    passes, figures = run(everything)
+    if not passes:  # fp32 throughout fails: the model or the preset, not fp16, is the cause
+        return None, figures, baseline, len(tried), False
+    for size in range(1, min(exhaustive_up_to, len(candidates)) + 1):
+        passing = [(run(keep)[1], keep) for keep in combinations(candidates, size) if run(keep)[0]]
+        if passing:
+            figures, keep = min(passing, key=lambda found: (found[0]["max_abs"], found[1]))
+            return list(keep), figures, baseline, len(tried), True
+    kept = everything
+    for name in reversed(candidates):
+        trial = tuple(k for k in kept if k != name)
+        passes, trial_figures = run(trial)
+        if passes:
+            kept, figures = trial, trial_figures
+    return list(kept), figures, baseline, len(tried), len(kept) <= exhaustive_up_to + 1
 
 
 def emulate_fp16(model_bytes, keep=()):
@@ -159,7 +246,8 @@ def emulate_fp16(model_bytes, keep=()):
     for tensor in graph.initializer:
         if tensor.data_type != TensorProto.FLOAT or tensor.name not in consumed_by_rounded:
             continue
-        values = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond 65504 a weight becomes Inf, as on the chip: the preview shows it
+            values = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
         if tensor.name in consumed_by_kept:  # shared with a kept node: the rounded copy for the others
             renamed[tensor.name] = f"{tensor.name}_fp16"
             extra.append(numpy_helper.from_array(values, renamed[tensor.name]))
@@ -171,15 +259,17 @@ def emulate_fp16(model_bytes, keep=()):
             renamed[graph_input.name] = f"{graph_input.name}_fp16"
             nodes += rounded(renamed[graph_input.name], graph_input.name, graph_input.name)
     kept_results = {name for node in kept_nodes if node.op_type in FP16_ROUNDED_OPS for name in node.output[:1]}
-    for node in rounded_nodes:  # a kept node's fp32 result enters an fp16 operator through a rounding cast
+    casts_before = {}  # a kept node's fp32 result enters an fp16 operator through a rounding cast, just before it
+    for node in rounded_nodes:
         for position, name in enumerate(node.input):
             if name in kept_results and node.op_type in FP16_ROUNDED_OPS:
                 renamed_input = f"{name}_into_{node.name or node.output[0]}_fp16"
-                nodes += rounded(renamed_input, name, f"{node.name or node.output[0]}/{name}")
+                casts_before.setdefault(id(node), []).extend(rounded(renamed_input, name, f"{node.name or node.output[0]}/{name}"))
                 node.input[position] = renamed_input
             elif name in renamed:
                 node.input[position] = renamed[name]
     for node in graph.node:
+        nodes += casts_before.get(id(node), [])
         if node.name in keep or node.op_type not in FP16_ROUNDED_OPS:
             nodes.append(node)
             continue

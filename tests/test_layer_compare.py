@@ -181,3 +181,107 @@ def test_a_model_s_inputs_are_checked_before_it_runs(checkpoint, testdata, tmp_p
     else:
         assert_clean_error(runner, model, reason)
     assert not (tmp_path / "out").exists(), "refused before a run folder was made"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A model that fp16 breaks at a known layer: located by its own error, by fp16's range, and by the advice.
+
+
+def planted_generator():
+    """The small generator with model.2 Linear scaled x1000 and model.3 BatchNorm1d undoing it: the same fp32 function,
+    but the BatchNorm's running variance (1e6 (v + 0.8) - 0.8, about 1.3e6..2.8e6) is beyond fp16's 65504 (Inf)."""
+    generator = random_generator(4)
+    with torch.no_grad():
+        linear, norm = generator.model[2], generator.model[3]
+        linear.weight *= 1000
+        linear.bias *= 1000
+        norm.running_mean *= 1000
+        norm.running_var.copy_(1e6 * (norm.running_var + 0.8) - 0.8)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planted")
+    generator, same = planted_generator(), random_generator(4)
+    z = torch.from_numpy(latent(64, seed=1))
+    with torch.no_grad():
+        assert torch.allclose(generator(z), same(z), atol=1e-5), "the plant keeps the fp32 function"
+    torch.save(generator.state_dict(), folder / "planted.pth")
+    (folder / "planted.onnx").write_bytes(export_onnx(generator, 11))
+    return folder
+
+
+def test_the_planted_layer_is_located_by_its_own_error_and_fp16_range(planted):
+    rows = layer_table(planted / "planted.pth", emulate_fp16((planted / "planted.onnx").read_bytes()), latent(32, seed=4))
+    by_layer = {row["layer"]: row for row in rows}
+    first = next(row for row in rows if row["over_threshold"])
+    assert first["layer"] == "model.3 BatchNorm1d" and "cosine" in first["own_over_threshold"], "its own error breaks"
+    assert by_layer["model.3 BatchNorm1d"]["param_fp16_overflow"] == 256, "all 256 running variances overflow fp16"
+    assert sum(row["param_fp16_overflow"] + row["fp16_overflow"] for row in rows) == 256, "and nothing else overflows"
+    after = by_layer["model.4 LeakyReLU"]
+    assert after["over_threshold"] and not after["own_over_threshold"], "the next layer only carries the error"
+    assert after["own"]["max_abs"] < 1e-2 < after["max_abs"]
+    assert all(not row["over_threshold"] and not row["own_over_threshold"] for row in rows[:3]), "nothing before it"
+
+
+def test_the_advice_names_the_planted_layer_and_only_it(planted, tmp_path):
+    keep = tmp_path / "keep_dtype.cfg"
+    result = run_script(
+        "GAN_layer_compare.py", "--pth", str(planted / "planted.pth"), "--onnx", str(planted / "planted.onnx"), "--advise", "fp16",
+        "--keep_dtype", str(keep),
+    )  # fmt: skip
+    assert keep.read_text() == "/model/model.3/BatchNormalization\n"
+    assert "keep in fp32 (the smallest set; 15 sets of the 13 operators tried)" in result.stdout
+    assert f"bash atc_convert.sh --onnx {planted / 'planted.onnx'} --keep_dtype {keep}" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("PASS: with them kept"))
+    max_abs = float(line.split("max abs ")[1].split(",")[0])
+    assert max_abs <= 0.05, "the preview rebuilt with the BatchNorm kept in fp32 passes the fp16 preset over 6,400 images"
+    from gan.precision import emulate_fp16 as preview
+
+    with pytest.raises(ValueError, match="no node named"):
+        preview((planted / "planted.onnx").read_bytes(), keep=["model.3"])
+
+
+def test_the_advice_when_nothing_is_needed_when_nothing_passes_and_on_a_variant(small, planted, tmp_path):
+    generator, pth, _ = small
+    model = tmp_path / "GAN.onnx"
+    model.write_bytes(export_onnx(generator, 11))
+    keep = tmp_path / "keep_dtype.cfg"
+    passed = run_script("GAN_layer_compare.py", "--pth", str(pth), "--onnx", str(model), "--advise", "fp16", "--keep_dtype", str(keep))
+    assert "with no operator kept: no --keep_dtype needed; nothing written" in passed.stdout and not keep.exists()
+    preview = tmp_path / "GAN_fp16emu.onnx"
+    preview.write_bytes(emulate_fp16(model.read_bytes()))
+    refused = run_script("GAN_layer_compare.py", "--pth", str(pth), "--onnx", str(preview), "--advise", "fp16", check=False)
+    assert refused.returncode == 1 and assert_clean_error(refused, preview, "holds Cast", "not the fp32 export")
+    # the planted model against a checkpoint of another function: not even fp32 throughout passes
+    torch.save(random_generator(7).state_dict(), tmp_path / "other.pth")
+    other = run_script(
+        "GAN_layer_compare.py", "--pth", str(tmp_path / "other.pth"), "--onnx", str(planted / "planted.onnx"), "--advise", "int8", "--keep_dtype",
+        str(keep), check=False,
+    )  # fmt: skip
+    assert other.returncode == 1 and assert_clean_error(other, "no set of operators kept in fp32 passes the int8 preset")
+    assert not keep.exists()
+    missing = run_script("GAN_layer_compare.py", "--pth", str(pth), "--onnx", str(model), check=False)
+    assert missing.returncode == 1 and assert_clean_error(missing, "--input", "unless --advise")
+
+
+def test_smallest_keep_set_search():
+    from gan.precision import smallest_keep_set
+
+    names = [f"n{i}" for i in range(6)]
+
+    def needs(*required):
+        return lambda keep: (set(required) <= set(keep), {"max_abs": float(len(set(required) - set(keep))) + 0.01 * len(keep)})
+
+    assert smallest_keep_set(names, needs())[0] == [] and smallest_keep_set(names, needs())[3] == 1
+    kept, _, _, tried, proven = smallest_keep_set(names, needs("n4"))
+    assert (kept, tried, proven) == (["n4"], 8, True), "nothing kept, all kept, then the six singletons"
+    kept, _, _, tried, proven = smallest_keep_set(names, needs("n1", "n5"))
+    assert (kept, proven) == (["n1", "n5"], True) and tried == 2 + 6 + 15
+    kept, _, _, _, proven = smallest_keep_set(names, needs("n0", "n2", "n3"))
+    assert (kept, proven) == (["n0", "n2", "n3"], True), "size 3 after every 1 and 2 failed: proven"
+    kept, _, _, _, proven = smallest_keep_set(names, needs("n0", "n1", "n2", "n3"))
+    assert (kept, proven) == (["n0", "n1", "n2", "n3"], False)
+    nothing = smallest_keep_set(names, lambda keep: (False, {"max_abs": 1.0}))
+    assert nothing[0] is None and nothing[3] == 2, "all kept fails: no subset is tried"

@@ -59,7 +59,9 @@ def test_report_html_is_self_contained_and_every_picture_decodes(pipeline_workdi
     for section in SECTIONS:
         assert any(h.startswith(section) for h in page.headings), section
     sources = [image["data-source"] for image in page.images]
-    assert sorted(sources) == sorted(["compare_first_batch.png", "compare_errors.png"] + [f"{side}/{i}.jpg" for i in range(3) for side in ("images", "genimg")])
+    assert sorted(sources) == sorted(
+        ["compare_first_batch.png", "compare_errors.png"] + [f"{side}/{i}.jpg" for i in range(3) for side in ("images", "genimg")]
+    )
     for image in page.images:
         kind, data = re.fullmatch(r"data:image/(png|jpeg);base64,(.*)", image["src"], re.S).groups()
         picture = Image.open(io.BytesIO(base64.b64decode(data)))
