@@ -28,9 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gan.atc_onnx import ATC_OPSETS, atc_problems, read_structure
 from gan.cli import HelpFormatter, InputError, batch_sizes, ensure_dir, program_name, refuse_overlap, run_main
-from gan.files import file_digest, write_bytes_atomic
-from gan.onnx_models import model_signature, onnx_session
+from gan.files import file_digest, read_text, write_bytes_atomic
+from gan.onnx_models import model_signature, onnx_session, read_model
 from gan.records import ATC_RECORD, ATC_RECORD_FORMAT, write_json
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype", "allow_mix_precision", "force_fp32")
@@ -53,6 +54,21 @@ def get_args_parser():
     )
     parser.add_argument("--dynamic_output", default="GAN_dyn", help="name of the dynamic-batch model (without .om)")
     parser.add_argument("--dry_run", action="store_true", help="print the atc commands, run nothing")
+    parser.add_argument(
+        "--keep_dtype",
+        default=None,
+        help="atc's --keep_dtype file: operators kept at their original precision (GAN_layer_compare.py --advise writes it); "
+        "adds --precision_mode force_fp16 when no mode is given (default: none)",
+    )
+    parser.add_argument(
+        "--cann_version",
+        choices=sorted(ATC_OPSETS),
+        default="5.0.4",
+        help="the CANN whose atc the model is checked for (default: 5.0.4, the guide's)",
+    )
+    parser.add_argument(
+        "--ignore_check", action="store_true", help="convert even when the check finds what atc would refuse (printed as warnings)"
+    )
     return parser
 
 
@@ -89,6 +105,8 @@ def atc_command(args, name, features, batch=None, gears=None):
     command += ["--log=error", f"--soc_version={args.soc_version}"]
     if args.precision_mode:
         command.append(f"--precision_mode={args.precision_mode}")
+    if args.keep_dtype:
+        command.append(f"--keep_dtype={args.keep_dtype}")
     return output, command
 
 
@@ -132,10 +150,64 @@ def convert(command, output):
     return f"failed: atc printed success but wrote no new {Path(output).name}.om", None, log
 
 
+KEEP_DTYPE_NAME = re.compile(r"[A-Za-z0-9_.\-\u4e00-\u9fff]+")  # atc's rule for the file's name
+
+
+def read_keep_dtype(path, content, model_path):
+    """The operator names of a --keep_dtype file, each a node of the model or OpType::<type>; one line if not."""
+    if not KEEP_DTYPE_NAME.fullmatch(Path(path).name):
+        raise InputError(f"{path}: atc takes a --keep_dtype file named with letters, digits, '_', '-', '.' and Chinese characters only")
+    names = [line.strip() for line in read_text(path, "--keep_dtype file", max_bytes=1 << 20).splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"{path}: no operator name in the --keep_dtype file")
+    nodes = {name for name, _, _ in read_structure(content)["nodes"]}
+    for name in names:
+        if not (name in nodes or re.fullmatch(r"OpType::[A-Za-z][A-Za-z0-9_]*", name)):
+            raise InputError(f"{path}: {name[:80]!r} is neither an operator name of {model_path} nor OpType::<type>")
+    return names
+
+
+def comment(text):
+    """`text` as one shell comment line: a control character (a newline in a node's name) cannot end it."""
+    return "# " + re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", lambda m: ascii(m.group())[1:-1], text)
+
+
+def check_for_atc(args, content):
+    """Print what atc would refuse, as shell comments (a --dry_run's output stays a script to paste); stop unless
+    --ignore_check. Returns the number of problems."""
+    problems = atc_problems(content, args.cann_version, args.soc_version, args.batch_sizes, args.dynamic_batch_size)
+    if not problems:
+        print(
+            comment(
+                f"check: {args.onnx} passes what atc of CANN {args.cann_version} checks for {args.soc_version} (opset, operators, batch)"
+            )
+        )
+        return 0
+    for problem in problems:
+        print(comment(f"{'warning (--ignore_check)' if args.ignore_check else 'atc would refuse'}: {args.onnx}: {problem}"))
+    if not args.ignore_check:
+        raise InputError(
+            f"{args.onnx}: {len(problems)} problem(s) atc of CANN {args.cann_version} would refuse (listed above): nothing converted; "
+            "--ignore_check converts anyway"
+        )
+    return len(problems)
+
+
 def main(args):
     if not Path(args.onnx).is_file():
         raise InputError(f"{args.onnx}: no such ONNX model (make it with GAN_pth2onnx.py)")
+    if args.keep_dtype and args.precision_mode == "must_keep_origin_dtype":
+        print(
+            f"{program_name()}: error: --keep_dtype has no effect with --precision_mode must_keep_origin_dtype (see --help)",
+            file=sys.stderr,
+        )
+        return 2
+    content = read_model(args.onnx).content
+    check_for_atc(args, content)  # first: what atc would refuse is said in atc's terms, before ONNX Runtime reads it
     name, features = onnx_input(args.onnx)
+    kept = read_keep_dtype(args.keep_dtype, content, args.onnx) if args.keep_dtype else None
+    if kept and not args.precision_mode:
+        args.precision_mode = "force_fp16"  # atc applies --keep_dtype together with a precision mode
     if args.dynamic_batch_size:
         conversions = {
             f"dynamic {','.join(map(str, args.dynamic_batch_size))}": (
@@ -175,6 +247,12 @@ def main(args):
             "precision_mode": args.precision_mode or "force_fp16 (atc's default)",
             "om": {"name": om.name, "size": size, "sha256": sha256},
         }
+        if kept:
+            record["keep_dtype"] = {
+                "file": args.keep_dtype,
+                "sha256": file_digest(args.keep_dtype, "--keep_dtype file")[1],
+                "operators": kept,
+            }
         write_json(Path(f"{output}.atc.json"), record, ATC_RECORD)
     print(f"\n{'conversion':<28}  {'om file':<32} result")
     for label, (verdict, om, log) in results.items():

@@ -255,6 +255,7 @@ ATC_RECORD = {
     "soc_version": str,
     "precision_mode": str,
     "om": {"name": PLAIN_NAME, **FILE_DIGEST},
+    "keep_dtype?": {"file": str, "sha256": SHA256, "operators": ListOf(str, 1)},  # atc_convert.py --keep_dtype
 }
 
 STATS = {"min": Number(), "max": Number(), "mean": Number(0), "median": Number(), "percentile(99%)": Number(), "count?": Count()}

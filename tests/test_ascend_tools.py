@@ -44,7 +44,8 @@ def om_models(onnx_model, tmp_path_factory):
 
 def test_dry_run_prints_the_three_commands(onnx_model):
     result = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dry_run", env=env_without_tools())
-    lines = result.stdout.strip().splitlines()
+    check, *lines = result.stdout.strip().splitlines()
+    assert check == f"# check: {onnx_model} passes what atc of CANN 5.0.4 checks for Ascend310 (opset, operators, batch)"
     assert lines == [
         f"atc --model={onnx_model} --framework=5 --output=GAN_bs{b} --input_format=NCHW --input_shape=Z:{b},100 "
         f"--log=error --soc_version=Ascend310"
@@ -75,7 +76,7 @@ def test_input_name_and_size_come_from_the_onnx_file(tmp_path):
         "--soc_version",
         "Ascend310P3",
     )
-    assert result.stdout.strip() == (
+    assert result.stdout.strip().splitlines()[-1] == (
         f"atc --model={path} --framework=5 --output=GAN_bs4 --input_format=NCHW "
         f"--input_shape=latent:4,64 --log=error --soc_version=Ascend310P3 "
         f"--precision_mode=must_keep_origin_dtype"
@@ -366,7 +367,7 @@ def dynamic_om(onnx_model, tmp_path_factory):
 
 def test_dynamic_batch_conversion(onnx_model, dynamic_om, tmp_path):
     dry = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--dynamic_batch_size", GEARS, "--dry_run")
-    assert dry.stdout.strip() == (
+    assert dry.stdout.strip().splitlines()[-1] == (
         f"atc --model={onnx_model} --framework=5 --output=GAN_dyn --input_format=NCHW "
         f"--input_shape=Z:-1,100 --dynamic_batch_size={GEARS} --log=error --soc_version=Ascend310"
     )
@@ -591,3 +592,116 @@ def test_a_record_must_match_its_om(onnx_model, tmp_path):
     record_path.unlink()
     os.mkfifo(record_path)  # a named pipe where the record was: refused at once, never waited on
     assert_clean_error(run("o4"), record_path, "not a regular file")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --keep_dtype reaches atc; the model is checked for what atc would refuse before atc sees it.
+
+
+def test_keep_dtype_file_is_passed_to_atc(onnx_model, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(DOUBLES))
+    from om_double import read_om
+
+    keep = tmp_path / "keep_dtype.cfg"
+    keep.write_text("/model/model.3/BatchNormalization\nOpType::Tanh\n")
+    result = run_script(
+        "atc_convert.sh", "--onnx", str(onnx_model), "--output_prefix", str(tmp_path / "K_bs"), "--batch_sizes", "4",
+        "--keep_dtype", str(keep), env=env_with(),
+    )  # fmt: skip
+    assert f"--precision_mode=force_fp16 --keep_dtype={keep}" in result.stdout, "force_fp16 added: atc applies the file with a mode"
+    meta, _ = read_om(tmp_path / "K_bs4.om")
+    assert meta["keep_dtype"] == ["/model/model.3/BatchNormalization", "OpType::Tanh"] and meta["precision_mode"] == "force_fp16"
+    record = json.loads((tmp_path / "K_bs4.atc.json").read_text())
+    assert record["keep_dtype"]["operators"] == meta["keep_dtype"]
+    assert record["keep_dtype"]["sha256"] == hashlib.sha256(keep.read_bytes()).hexdigest()
+    for content, name, reason in [
+        ("/model/model.99/Gemm\n", "keep_dtype.cfg", "'/model/model.99/Gemm' is neither an operator name of"),
+        ("\n\n", "keep_dtype.cfg", "no operator name"),
+        ("/model/model.3/BatchNormalization\n", "keep dtype.cfg", "letters, digits"),
+    ]:
+        bad = tmp_path / name
+        bad.write_text(content)
+        refused = run_script("atc_convert.sh", "--onnx", str(onnx_model), "--keep_dtype", str(bad), "--dry_run", check=False)
+        assert refused.returncode == 1 and assert_clean_error(refused, bad, reason)
+    mode = run_script(
+        "atc_convert.sh", "--onnx", str(onnx_model), "--keep_dtype", str(keep), "--precision_mode", "must_keep_origin_dtype", "--dry_run",
+        check=False,
+    )  # fmt: skip
+    assert mode.returncode == 2 and assert_clean_error(mode, "no effect with --precision_mode must_keep_origin_dtype")
+
+
+def opset18_model(path):
+    """What the upstream sample's export writes on torch >= 2.9 (the new exporter): opset 18, weights as external data."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((100, 784), np.float32), "W")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["Z", "W"], ["y"], name="node_MatMul_0"),
+            helper.make_node("Tanh", ["y"], ["generateimg"], name="node_Tanh_1"),
+        ],
+        "main_graph",
+        [helper.make_tensor_value_info("Z", TensorProto.FLOAT, ["s0", 100])],
+        [helper.make_tensor_value_info("generateimg", TensorProto.FLOAT, ["s0", 784])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=0)
+
+
+def test_the_check_refuses_what_atc_would_and_can_be_overridden(onnx_model, tmp_path):
+    new_exporter = tmp_path / "upstream_dynamo.onnx"
+    opset18_model(new_exporter)
+    for flags in ([], ["--dry_run"]):
+        refused = run_script("atc_convert.sh", "--onnx", str(new_exporter), *flags, env=env_with(), check=False)
+        assert refused.returncode == 1 and assert_clean_error(refused, new_exporter, "1 problem(s)", "nothing converted", "--ignore_check")
+        assert f"# atc would refuse: {new_exporter}: opset 18: atc of CANN 5.0.4 accepts ai.onnx opsets 9 to 13" in refused.stdout
+        assert "atc --model" not in refused.stdout and not list(tmp_path.glob("*.om"))
+    newer = run_script("atc_convert.sh", "--onnx", str(new_exporter), "--cann_version", "7.0", "--dry_run")
+    assert "# check: " in newer.stdout, "CANN 7.0's atc takes opsets 9 to 18"
+    ignored = run_script("atc_convert.sh", "--onnx", str(new_exporter), "--ignore_check", "--dry_run")
+    assert "# warning (--ignore_check): " in ignored.stdout and ignored.stdout.count("atc --model") == 3
+
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_model))  # an operator atc does not list (Ascend310, CANN 5.0.4), and one of another domain
+    model.graph.node.append(helper.make_node("IsNaN", ["generateimg"], ["e"], name="odd_isnan"))
+    model.graph.node.append(helper.make_node("FusedGemm", ["e", "e"], ["f"], name="ms_gemm", domain="com.microsoft"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    model.graph.output.append(helper.make_tensor_value_info("f", onnx.TensorProto.FLOAT, None))
+    unlisted = tmp_path / "unlisted.onnx"
+    onnx.save(model, str(unlisted))
+    refused = run_script("atc_convert.sh", "--onnx", str(unlisted), "--dry_run", check=False)
+    assert "node odd_isnan (IsNaN): not in atc's ONNX operator list for Ascend310 (CANN 5.0.4: https://www.hiascend.com/" in refused.stdout
+    assert "node ms_gemm (FusedGemm): operator domain com.microsoft: atc reads ai.onnx operators only" in refused.stdout
+    assert_clean_error(refused, unlisted, "2 problem(s)")
+    p3 = run_script("atc_convert.sh", "--onnx", str(unlisted), "--dry_run", "--soc_version", "Ascend310P3", check=False)
+    assert "odd_isnan" not in p3.stdout and assert_clean_error(p3, "1 problem(s)"), "CANN 8.0.0 lists IsNaN for the 310P family"
+
+
+def test_the_check_reads_the_batch_dimension(tmp_path):
+    fixed = tmp_path / "GAN_fixed64.onnx"
+    torch.onnx.export(torch.nn.Linear(100, 784), torch.zeros(64, 100), str(fixed), input_names=["Z"], opset_version=11, dynamo=False)
+    ok = run_script("atc_convert.sh", "--onnx", str(fixed), "--batch_sizes", "64", "--dry_run")
+    assert ok.stdout.startswith("# check: ")
+    wrong = run_script("atc_convert.sh", "--onnx", str(fixed), "--dry_run", check=False)
+    assert "input Z: a fixed batch of 64: --input_shape with batch 1, 16 does not match it" in wrong.stdout
+    dynamic = run_script("atc_convert.sh", "--onnx", str(fixed), "--dynamic_batch_size", "1,64", "--dry_run", check=False)
+    assert "--dynamic_batch_size needs a dynamic one" in dynamic.stdout and dynamic.returncode == 1
+
+
+def test_the_model_reader_agrees_with_onnx(onnx_model):
+    """gan/atc_onnx reads the protobuf itself (a CANN host may lack onnx): the same opsets, nodes and input as onnx."""
+    import onnx
+
+    from gan.atc_onnx import read_structure
+
+    model = onnx.load(str(onnx_model))
+    read = read_structure(onnx_model.read_bytes())
+    assert read["opsets"] == {o.domain: o.version for o in model.opset_import}
+    assert read["nodes"] == [(n.name, n.op_type, n.domain) for n in model.graph.node]
+    assert read["inputs"] == [("Z", ["batch", 100])], "a dynamic batch (a named dimension), 100 features"

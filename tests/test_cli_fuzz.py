@@ -71,6 +71,7 @@ POOL = {
     "genimg": "w/genimg",
     "json": "w/compare.json",
     "steps": "w/steps.tsv",
+    "keep": "w/keep_dtype.cfg",
     "classifier": str(ROOT / "weights" / "mnist_classifier.onnx"),
     "stats": str(ROOT / "weights" / "mnist_test_stats.npz"),
 }
@@ -127,7 +128,7 @@ SPECS = {
     ),
     "GAN_layer_compare.py": dict(
         inputs={"--pth": ["pth"], "--onnx": ["onnx", "int8"], "--input": ["bin"]},
-        outputs={"--csv": None},
+        outputs={"--csv": None, "--keep_dtype": "keep_dtype.cfg"},
         required={"--pth": "pth", "--onnx": "onnx", "--input": "bin"},
     ),
     "perf_calc.py": dict(
@@ -156,7 +157,7 @@ SPECS = {
         required={"--workdir": "workdir"},
     ),
     "atc_convert.py": dict(
-        inputs={"--onnx": ["onnx", "int8"]},
+        inputs={"--onnx": ["onnx", "int8"], "--keep_dtype": ["keep"]},
         outputs={"--output_prefix": "GAN_bs", "--dynamic_output": "GAN_dyn"},
         required={"--onnx": "onnx"},
         text={"--soc_version"},
@@ -506,6 +507,7 @@ def pool(pipeline_workdir, checkpoint, tmp_path_factory):
     run_script("GAN_pth2onnx.py", f"--input_file={root / 'g.pth'}", f"--output_file={work / 'GAN.onnx'}", "--quantize", "int8")
     env = dict(os.environ, PATH=f"{DOUBLES}:{os.environ['PATH']}")
     run_script("atc_convert.sh", "--onnx", str(work / "GAN.onnx"), "--batch_sizes", "4", "--output_prefix", str(work / "GAN_bs"), env=env)
+    (work / "keep_dtype.cfg").write_text("/model/model.3/BatchNormalization\n")  # as GAN_layer_compare.py --advise writes it
     return root
 
 

@@ -149,7 +149,7 @@ def test_hostile_input_name_in_printed_atc_commands(tmp_path):
         dynamo=False,
     )
     printed = run_script("atc_convert.sh", "--onnx", str(path), "--dry_run", "--batch_sizes", "1 16").stdout.strip().splitlines()
-    assert len(printed) == 2
+    assert len(printed) == 3 and printed[0].startswith("# check: "), "the check, as a shell comment, then two commands"
     # paste each line into a shell whose `atc` only records its arguments
     fake = tmp_path / "bin"
     fake.mkdir()
