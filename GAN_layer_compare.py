@@ -419,6 +419,8 @@ def print_advice(args, kept, figures, baseline, tried, proven, candidates):
     print(f"keep in fp32 ({how}; {tried} sets of the {len(candidates)} operators tried): {', '.join(kept)}")
     print(f"PASS: with them kept, {said(figures)}: within the {args.advise} preset")
     print(f"wrote {args.keep_dtype} (one operator name of {args.onnx} per line, as atc's --keep_dtype reads them)")
+    if len(kept) == len(candidates):
+        print("  every operator is kept: atc's --precision_mode must_keep_origin_dtype (fp32 throughout) does the same")
     print(f"convert with: bash atc_convert.sh --onnx {args.onnx} --keep_dtype {args.keep_dtype}")
     print(f"  (atc ... --precision_mode=force_fp16 --keep_dtype={args.keep_dtype}; must_keep_origin_dtype would ignore it)")
 
