@@ -339,7 +339,7 @@ def describe_first(rows):
 
 # --advise: the layers atc should keep in fp32 (its --keep_dtype) for the fp16 preview to pass a preset
 
-REFUSED_FOR_ADVICE = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "Cast"}
+REFUSED_FOR_ADVICE = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger"}
 
 
 def advise(pth, onnx_path, preset):
@@ -353,6 +353,8 @@ def advise(pth, onnx_path, preset):
     signature = model_signature(onnx_session(model_file), model_file.name, features=LATENT_DIM)
     model = load_onnx(model_file)
     variant = sorted({n.op_type for n in model.graph.node} & REFUSED_FOR_ADVICE)
+    if any(n.op_type == "Cast" and any(a.name == "to" and a.i == 10 for a in n.attribute) for n in model.graph.node):
+        variant.append("casts to float16")  # 10: TensorProto.FLOAT16, the preview's rounding
     if variant:
         raise InputError(
             f"{onnx_path}: holds {', '.join(variant)}: not the fp32 export that atc converts (advise on GAN.onnx, not on a preview or an int8 model)"

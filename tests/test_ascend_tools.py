@@ -26,6 +26,13 @@ def env_with(**extra):
     return env
 
 
+def compare(images, out, *extra, check=True):
+    """GAN_compare.py of an offline run against the online outputs, drawing no picture."""
+    return run_script(
+        "GAN_compare.py", f"--online_path={images}", f"--offline_path={out}", "--diff_image", "", "--error_plot", "", *extra, check=check
+    )
+
+
 def env_without_tools():
     env = dict(os.environ)
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not (shutil.which("atc", path=p) or shutil.which("msame", path=p)))
@@ -174,28 +181,9 @@ def test_msame_success_is_checked_and_outputs_read(om_bs4, testdata, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir())[-1] == run.name, "upstream's last sorted entry is the run"
     manifest = json.loads((tmp_path / "out" / f".{run.name}.manifest.json").read_text())
     assert (manifest["status"], manifest["tool"], manifest["output_count"]) == ("complete", "msame", 3)
-    fp16 = run_script(
-        "GAN_compare.py",
-        f"--online_path={images}",
-        f"--offline_path={tmp_path / 'out'}",
-        "--tolerance",
-        "fp16",
-        "--diff_image",
-        "",
-        "--error_plot",
-        "",
-    )
+    fp16 = compare(images, tmp_path / "out", "--tolerance", "fp16")
     assert "PASS: fp16" in fp16.stdout, "atc's default force_fp16 output passes the fp16 preset"
-    fp32 = run_script(
-        "GAN_compare.py",
-        f"--online_path={images}",
-        f"--offline_path={tmp_path / 'out'}",
-        "--diff_image",
-        "",
-        "--error_plot",
-        "",
-        check=False,
-    )
+    fp32 = compare(images, tmp_path / "out", check=False)
     assert fp32.returncode == 1, "...and is rightly refused by the fp32 preset"
     run_script("GAN_txt2jpg.py", f"--txt_path={tmp_path / 'out'}", f"--infer_results_path={tmp_path / 'gen'}")
     assert len(list((tmp_path / "gen").glob("*.jpg"))) == 3
@@ -316,20 +304,7 @@ def test_ais_bench(om_bs4, testdata, tmp_path):
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".bin") == ["0_0.bin", "1_0.bin", "2_0.bin"]
     assert sorted(p.name for p in (tmp_path / "out").glob(".*_summary.json")) == [f".{run.name}.device{d}_summary.json" for d in (0, 1)]
     assert sorted(p.name for p in run.iterdir()) == ["0_0.bin", "1_0.bin", "2_0.bin"], "a run folder holds outputs only"
-    assert (
-        "PASS: fp16"
-        in run_script(
-            "GAN_compare.py",
-            f"--online_path={images}",
-            f"--offline_path={tmp_path / 'out'}",
-            "--tolerance",
-            "fp16",
-            "--diff_image",
-            "",
-            "--error_plot",
-            "",
-        ).stdout
-    )
+    assert "PASS: fp16" in compare(images, tmp_path / "out", "--tolerance", "fp16").stdout
     log = next((tmp_path / "out").glob("*.log"))
     row = json.loads(run_script("perf_calc.py", "--log", str(log), "--json").stdout)["logs"][0]
     assert (row["tool"], row["batch_size"], row["chips"]) == ("ais_bench", 4, 2)

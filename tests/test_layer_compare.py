@@ -253,7 +253,7 @@ def test_the_advice_when_nothing_is_needed_when_nothing_passes_and_on_a_variant(
     preview = tmp_path / "GAN_fp16emu.onnx"
     preview.write_bytes(emulate_fp16(model.read_bytes()))
     refused = run_script("GAN_layer_compare.py", "--pth", str(pth), "--onnx", str(preview), "--advise", "fp16", check=False)
-    assert refused.returncode == 1 and assert_clean_error(refused, preview, "holds Cast", "not the fp32 export")
+    assert refused.returncode == 1 and assert_clean_error(refused, preview, "holds casts to float16", "not the fp32 export")
     # the planted model against a checkpoint of another function: not even fp32 throughout passes
     torch.save(random_generator(7).state_dict(), tmp_path / "other.pth")
     other = run_script(

@@ -124,7 +124,7 @@ def test_fp16_preview_against_an_independent_numpy_implementation():
     state = {k: v.numpy() for k, v in generator.state_dict().items()}
     preview = emulate_fp16(export_onnx(generator, 11))
     z = np.random.default_rng(2).standard_normal((256, 100), dtype=np.float32)
-    exposed = expose_all_outputs(preview)
+    exposed = expose_all_outputs(onnx.load_from_string(preview))
     tensors, graph = run_all_tensors(ModelFile(preview, None, "the preview"), z, exposed), exposed.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for name, value in state.items():
