@@ -439,3 +439,53 @@ def test_run_folder_names(name):
 
     span = _name_times(name)
     assert span is None or span[0] <= span[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What atc_convert reads before atc: the model's structure (its own protobuf reader) and a --keep_dtype file.
+
+
+def _small_model_bytes():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["Z", "W"], ["y"], name="/model/model.0/Gemm"),
+            helper.make_node("Tanh", ["y"], ["generateimg"], name="t"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("Z", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("generateimg", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("W", TensorProto.FLOAT, [4, 2], [0.0] * 8)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString()
+
+
+@fuzz
+@given(st.one_of(mutated(_small_model_bytes()), st.binary(max_size=300)), st.sampled_from(["Ascend310", "Ascend310P3"]))
+def test_atc_check_on_mutated_models(content, soc_version):
+    """For any bytes: a list of problems (text), never an exception; the intact model has none."""
+    from gan.atc_onnx import atc_problems
+
+    problems = atc_problems(content, "5.0.4", soc_version, [1, 16], None)
+    assert isinstance(problems, list) and all(isinstance(p, str) and p for p in problems)
+    if content == _small_model_bytes():
+        assert problems == []
+
+
+@fuzz
+@given(st.one_of(mutated(b"/model/model.0/Gemm\nOpType::Tanh\n"), st.binary(max_size=200)))
+def test_read_keep_dtype(data):
+    """A --keep_dtype file reads as names of the model's operators or OpType::<type>, or is refused in one line."""
+    import re
+
+    from atc_convert import read_keep_dtype
+
+    folder, path = in_file(data, "keep_dtype.cfg")
+    with folder:
+        try:
+            names = read_keep_dtype(path, _small_model_bytes(), "m.onnx")
+        except InputError as err:
+            assert "\n" not in str(err)
+            return
+    assert names and all(n in ("/model/model.0/Gemm", "t") or re.fullmatch(r"OpType::[A-Za-z][A-Za-z0-9_]*", n) for n in names)
