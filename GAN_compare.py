@@ -8,7 +8,7 @@ error and cosine similarity, then one PASS/FAIL line against the tolerance prese
   fp32  max abs <= 1e-4, cosine >= 0.99999  (ONNX Runtime, or an .om built with --precision_mode must_keep_origin_dtype)
   fp16  max abs <= 5e-2, mean abs <= 1e-3, cosine >= 0.9999  (an .om built with atc's default force_fp16)
   int8  max abs <= 1.0, mean abs <= 1e-2, cosine >= 0.999  (GAN_pth2onnx.py --quantize int8 on ONNX Runtime)
-Exits 1 on FAIL, when a batch is missing on either side, or when either side holds NaN or Inf.
+Exits 1 on FAIL (its one line on stderr), when a batch is missing on either side, or when either side holds NaN or Inf.
 --online_path may also be an offline run (an output root or a run folder): one run is then checked
 against another, for example an NPU run against the ONNX Runtime run, or the fp16 preview against the NPU.
 Also saves a picture of the first batch:
@@ -316,7 +316,7 @@ def main(args):
         save_error_plot(statistics, args.error_plot)
         error_plot = picture_record(args.error_plot, args.save_json)
         print(f"error against the reference's magnitude, and its histogram: {args.error_plot}")
-    passed = judge(worst, mean_abs, cosine, TOLERANCES[args.tolerance])
+    passed = preset_passed = judge(worst, mean_abs, cosine, TOLERANCES[args.tolerance])
     elementwise["verdict"] = ("PASS" if elementwise["failing"] == 0 else "FAIL") if checked else None
     print(f"{'PASS' if passed else 'FAIL'}: {args.tolerance} tolerance ({describe_limits(TOLERANCES[args.tolerance])})" + picture_note)
     if checked:
@@ -344,7 +344,12 @@ def main(args):
                 "batches": batches,
             },
         )
-    return 0 if passed else 1
+    if not passed:  # the verdict's one line on stderr, as every failure ends
+        failed = ([f"the {args.tolerance} preset"] if not preset_passed else []) + (
+            [f"element-wise atol {statistics.atol:g}, rtol {statistics.rtol:g}"] if checked and elementwise["verdict"] == "FAIL" else []
+        )
+        raise InputError(f"{run_dir}: FAIL against {args.online_path}: {' and '.join(failed)} (figures above)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -459,7 +459,10 @@ def main(args):
             )
         elif "verdict" in row:
             print(f"{Path(row['log']).name}: {row['verdict']}")
-    return 1 if any(row.get("verdict") == "FAIL" for row in rows) else 0
+    failed = [row for row in rows if row.get("verdict") == "FAIL"]
+    if failed:  # the verdict's one line on stderr, as every failure ends
+        raise InputError(f"{failed[0]['log']}: FAIL: {len(failed)} of {len(rows)} log(s) below 0.5 x the baseline (the ModelZoo rule)")
+    return 0
 
 
 def _ms(value):
